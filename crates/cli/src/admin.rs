@@ -1,0 +1,262 @@
+//! The administration commands. Each prints a table for people, or with `--json` a stable
+//! JSON array documented in docs/cli.md.
+
+use std::path::Path;
+
+use clap::{Args, Subcommand};
+use rushes_server::admin::Admin;
+use rushes_server::clock::rfc3339;
+use serde_json::{Value, json};
+
+#[derive(Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project.
+    Create { name: String },
+    /// List projects.
+    List(JsonFlag),
+}
+
+#[derive(Subcommand)]
+pub enum PairingCommand {
+    /// Codes waiting for approval, with the device that asked.
+    List(JsonFlag),
+    /// Pair the device showing CODE with a project.
+    Approve {
+        code: String,
+        #[arg(long, default_value = "Default")]
+        project: String,
+    },
+    /// Refuse the device showing CODE.
+    Deny { code: String },
+}
+
+#[derive(Subcommand)]
+pub enum DeviceCommand {
+    /// List devices.
+    List {
+        /// Only devices paired with this project.
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Refuse uploads of clips recorded from now on (409 Channel Paused).
+    Pause { device: String },
+    /// Accept uploads again.
+    Resume { device: String },
+    /// Revoke the device's tokens; it must pair again.
+    Unpair { device: String },
+}
+
+#[derive(Subcommand)]
+pub enum AssetCommand {
+    /// List assets: path in the project, size, state, SHA-256, device, recorded-at.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+pub async fn project(data: &Path, cmd: ProjectCommand) -> anyhow::Result<()> {
+    let admin = Admin::open(data).await?;
+    match cmd {
+        ProjectCommand::Create { name } => {
+            let p = admin.create_project(&name).await?;
+            println!("created project {:?} ({})", p.name, p.id);
+        }
+        ProjectCommand::List(flag) => {
+            let rows: Vec<Value> = admin
+                .projects()
+                .await?
+                .into_iter()
+                .map(|p| json!({"id": p.id, "name": p.name, "created_at": rfc3339(p.created_at)}))
+                .collect();
+            print_rows(&rows, flag.json, &["name", "id", "created_at"]);
+        }
+    }
+    Ok(())
+}
+
+pub async fn pairing(data: &Path, cmd: PairingCommand) -> anyhow::Result<()> {
+    let admin = Admin::open(data).await?;
+    match cmd {
+        PairingCommand::List(flag) => {
+            let rows: Vec<Value> = admin
+                .pending_codes()
+                .await?
+                .into_iter()
+                .map(|c| {
+                    json!({
+                        "user_code": c.user_code, "device_id": c.device_id, "device_name": c.device_name,
+                        "model": c.model, "client_id": c.client_id, "client_version": c.client_version,
+                        "scopes": c.scopes, "requested_at": rfc3339(c.requested_at),
+                        "expires_at": rfc3339(c.expires_at),
+                    })
+                })
+                .collect();
+            print_rows(
+                &rows,
+                flag.json,
+                &[
+                    "user_code",
+                    "device_name",
+                    "model",
+                    "client_id",
+                    "client_version",
+                    "requested_at",
+                ],
+            );
+        }
+        PairingCommand::Approve { code, project } => {
+            admin.approve(&code, &project).await?;
+            println!("approved {code}: the device is paired with project {project:?}");
+        }
+        PairingCommand::Deny { code } => {
+            admin.deny(&code).await?;
+            println!("denied {code}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn device(data: &Path, cmd: DeviceCommand) -> anyhow::Result<()> {
+    let admin = Admin::open(data).await?;
+    match cmd {
+        DeviceCommand::List {
+            project,
+            json: flag,
+        } => {
+            let rows: Vec<Value> = admin
+                .devices(project.as_deref())
+                .await?
+                .into_iter()
+                .map(|d| {
+                    json!({
+                        "id": d.id, "name": d.name, "client_id": d.client_id, "model": d.model,
+                        "client_version": d.client_version, "project": d.project, "status": d.status,
+                        "last_seen_at": d.last_seen_at.map(rfc3339),
+                    })
+                })
+                .collect();
+            print_rows(
+                &rows,
+                flag.json,
+                &[
+                    "name",
+                    "status",
+                    "project",
+                    "client_id",
+                    "client_version",
+                    "last_seen_at",
+                    "id",
+                ],
+            );
+        }
+        DeviceCommand::Pause { device } => {
+            let d = admin.pause(&device).await?;
+            println!(
+                "paused {:?}: clips recorded from now on are refused",
+                d.name
+            );
+        }
+        DeviceCommand::Resume { device } => {
+            let d = admin.resume(&device).await?;
+            println!("resumed {:?}", d.name);
+        }
+        DeviceCommand::Unpair { device } => {
+            let d = admin.unpair(&device).await?;
+            println!("unpaired {:?}: its tokens no longer work", d.name);
+        }
+    }
+    Ok(())
+}
+
+pub async fn asset(data: &Path, cmd: AssetCommand) -> anyhow::Result<()> {
+    let admin = Admin::open(data).await?;
+    let AssetCommand::List {
+        project,
+        json: flag,
+    } = cmd;
+    let rows: Vec<Value> = admin
+        .assets(project.as_deref())
+        .await?
+        .into_iter()
+        .map(|a| {
+            let state = if a.state == "complete" {
+                "complete"
+            } else {
+                "uploading"
+            };
+            json!({
+                "id": a.id, "project": a.project, "path": a.path, "size": a.size, "state": state,
+                "sha256": a.sha256, "device": a.device, "device_id": a.device_id,
+                "recorded_at": rfc3339(a.recorded_at), "created_at": rfc3339(a.created_at),
+            })
+        })
+        .collect();
+    print_rows(
+        &rows,
+        flag.json,
+        &[
+            "project",
+            "path",
+            "size",
+            "state",
+            "sha256",
+            "device",
+            "recorded_at",
+        ],
+    );
+    Ok(())
+}
+
+/// JSON array, or an aligned table of `columns`.
+fn print_rows(rows: &[Value], as_json: bool, columns: &[&str]) {
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(rows).unwrap_or_else(|_| "[]".into())
+        );
+        return;
+    }
+    if rows.is_empty() {
+        println!("(none)");
+        return;
+    }
+    let cell = |row: &Value, col: &str| match &row[col] {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let widths: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            rows.iter()
+                .map(|r| cell(r, c).chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(columns.iter().map(|c| c.to_uppercase()).collect());
+    for row in rows {
+        line(columns.iter().map(|c| cell(row, c)).collect());
+    }
+}

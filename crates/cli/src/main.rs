@@ -1,0 +1,79 @@
+//! `rushes`: the one binary. `serve` runs the server; `project`, `pairing`, `device` and
+//! `asset` administer a server's data directory from the terminal.
+
+mod admin;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "rushes",
+    version,
+    about = "Self-hosted Camera-to-Cloud server",
+    propagate_version = true
+)]
+struct Cli {
+    /// Data directory: database, media, certificates.
+    #[arg(
+        long = "data",
+        global = true,
+        env = "RUSHES_DATA",
+        default_value = "rushes-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (creates the data directory and certificates on first start).
+    Serve(serve::ServeArgs),
+    /// Projects devices upload into.
+    #[command(subcommand)]
+    Project(admin::ProjectCommand),
+    /// Devices waiting for approval: list, approve or deny their codes.
+    #[command(subcommand)]
+    Pairing(admin::PairingCommand),
+    /// Paired devices: list, pause, resume, unpair.
+    #[command(subcommand)]
+    Device(admin::DeviceCommand),
+    /// Uploaded and uploading assets.
+    #[command(subcommand)]
+    Asset(admin::AssetCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(cli.data_dir, args).await,
+            Command::Project(cmd) => admin::project(&cli.data_dir, cmd).await,
+            Command::Pairing(cmd) => admin::pairing(&cli.data_dir, cmd).await,
+            Command::Device(cmd) => admin::device(&cli.data_dir, cmd).await,
+            Command::Asset(cmd) => admin::asset(&cli.data_dir, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `rushes serve`: flags → [`rushes_server::Config`], logging, the start-up banner.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use rushes_server::{Application, Config};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (HTTPS).
+    #[arg(long, env = "RUSHES_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Base URL devices reach this server at, used in pairing and upload URLs
+    /// [default: the Host each request arrived with].
+    #[arg(long, env = "RUSHES_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Extra name for the generated server certificate (repeatable), e.g. api.frame.io.
+    #[arg(long = "tls-name", value_name = "NAME")]
+    tls_names: Vec<String>,
+    /// Your own certificate chain (PEM) instead of the generated one.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Refuse device models whose client_secret was not registered.
+    #[arg(long)]
+    strict_clients: bool,
+    /// Seconds a device waits between polls while pairing.
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    poll_interval: u64,
+    /// Seconds a pairing code stays valid.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    code_lifetime: u64,
+    /// Seconds an access token stays valid.
+    #[arg(long, default_value_t = 8 * 3600, value_name = "SECS")]
+    access_token_lifetime: u64,
+    /// Seconds a refresh token stays valid.
+    #[arg(long, default_value_t = 14 * 24 * 3600, value_name = "SECS")]
+    refresh_token_lifetime: u64,
+    /// Seconds an upload URL stays valid.
+    #[arg(long, default_value_t = 24 * 3600, value_name = "SECS")]
+    upload_url_lifetime: u64,
+    /// Target upload part size in bytes (at least 5 MiB is used).
+    #[arg(long, default_value_t = 25 * 1024 * 1024, value_name = "BYTES")]
+    part_size: u64,
+    /// Most parts per asset (lower it for stores capped below 10,000).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_parts: u32,
+    /// Seconds a part upload may send nothing before it is dropped.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    idle_timeout: u64,
+    /// Log format on stderr.
+    #[arg(long, env = "RUSHES_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+pub async fn run(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    let mut config = Config::new(data_dir);
+    config.listen = args.listen;
+    config.public_url = args.public_url;
+    config.tls_names = args.tls_names;
+    config.tls_cert = args.tls_cert;
+    config.tls_key = args.tls_key;
+    config.strict_clients = args.strict_clients;
+    config.poll_interval = Duration::from_secs(args.poll_interval.max(1));
+    config.device_code_lifetime = Duration::from_secs(args.code_lifetime.max(1));
+    config.access_token_lifetime = Duration::from_secs(args.access_token_lifetime.max(1));
+    config.refresh_token_lifetime = Duration::from_secs(args.refresh_token_lifetime.max(1));
+    config.upload_url_lifetime = Duration::from_secs(args.upload_url_lifetime.max(1));
+    config.part_size = args.part_size;
+    config.max_parts = args.max_parts;
+    config.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
+
+    let app = Application::build(config).await?;
+    let banner = &app.banner;
+    println!("Rushes is running at {}", banner.url);
+    if let (Some(path), Some(fingerprint)) = (&banner.ca_path, &banner.ca_fingerprint) {
+        println!(
+            "  root certificate: {} (also at {}/ca.crt)",
+            path.display(),
+            banner.url
+        );
+        println!("  SHA-256 fingerprint: {fingerprint}");
+    }
+    if let Some(password) = &banner.admin_password {
+        println!("  web user 'admin' created; password (shown only this once): {password}");
+    }
+    app.run().await
+}

@@ -1,0 +1,152 @@
+//! Headless administration (`rushes project|pairing|device|asset ...`): the same
+//! operations the web UI will offer, acting directly on the data directory's database.
+//! Safe while the server runs: every change is one transaction, and SQLite serialises
+//! writers across processes.
+
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::db::{AssetListing, Db, Decision, DeviceListing, PendingCode, Project};
+
+pub struct Admin {
+    db: Db,
+}
+
+impl Admin {
+    /// Opens the database of an existing data directory.
+    pub async fn open(data_dir: &Path) -> anyhow::Result<Admin> {
+        let path = crate::Config::new(data_dir).database_path();
+        if !path.exists() {
+            bail!(
+                "no Rushes database in {}; start the server once with `rushes serve --data {}`",
+                data_dir.display(),
+                data_dir.display()
+            );
+        }
+        Ok(Admin {
+            db: Db::open_sqlite(&path)
+                .await
+                .context("opening the database")?,
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub async fn create_project(&self, name: &str) -> anyhow::Result<Project> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            bail!("a project name must be 1 to 100 printable characters");
+        }
+        self.db
+            .create_project(name)
+            .await?
+            .ok_or_else(|| anyhow!("a project named {name:?} exists already"))
+    }
+
+    pub async fn projects(&self) -> anyhow::Result<Vec<Project>> {
+        Ok(self.db.projects().await?)
+    }
+
+    async fn project_named(&self, name: &str) -> anyhow::Result<Project> {
+        self.db
+            .project_by_name(name)
+            .await?
+            .ok_or_else(|| anyhow!("no project named {name:?} (see `rushes project list`)"))
+    }
+
+    pub async fn pending_codes(&self) -> anyhow::Result<Vec<PendingCode>> {
+        Ok(self.db.pending_codes().await?)
+    }
+
+    pub async fn approve(&self, code: &str, project: &str) -> anyhow::Result<()> {
+        let code = normalise_code(code)?;
+        let project = self.project_named(project).await?;
+        decided(self.db.approve_code(&code, &project.id).await?, &code)
+    }
+
+    pub async fn deny(&self, code: &str) -> anyhow::Result<()> {
+        let code = normalise_code(code)?;
+        decided(self.db.deny_code(&code).await?, &code)
+    }
+
+    pub async fn devices(&self, project: Option<&str>) -> anyhow::Result<Vec<DeviceListing>> {
+        let project_id = match project {
+            Some(name) => Some(self.project_named(name).await?.id),
+            None => None,
+        };
+        Ok(self.db.devices(project_id.as_deref()).await?)
+    }
+
+    /// The one device whose id, client_id or name is `selector`.
+    pub async fn device(&self, selector: &str) -> anyhow::Result<DeviceListing> {
+        let mut found = self.db.find_devices(selector).await?;
+        match found.len() {
+            0 => bail!(
+                "no device with id, client_id or name {selector:?} (see `rushes device list`)"
+            ),
+            1 => Ok(found.remove(0)),
+            n => bail!("{n} devices are named {selector:?}; use the id or client_id instead"),
+        }
+    }
+
+    pub async fn pause(&self, selector: &str) -> anyhow::Result<DeviceListing> {
+        let device = self.device(selector).await?;
+        self.db.pause_device(&device.id, None).await?;
+        Ok(device)
+    }
+
+    pub async fn resume(&self, selector: &str) -> anyhow::Result<DeviceListing> {
+        let device = self.device(selector).await?;
+        self.db.resume_device(&device.id, None).await?;
+        Ok(device)
+    }
+
+    pub async fn unpair(&self, selector: &str) -> anyhow::Result<DeviceListing> {
+        let device = self.device(selector).await?;
+        self.db.unpair_device(&device.id).await?;
+        Ok(device)
+    }
+
+    pub async fn assets(&self, project: Option<&str>) -> anyhow::Result<Vec<AssetListing>> {
+        let project_id = match project {
+            Some(name) => Some(self.project_named(name).await?.id),
+            None => None,
+        };
+        Ok(self.db.asset_listing(project_id.as_deref()).await?)
+    }
+}
+
+/// Accepts `123456`, `123 456` and `123-456`.
+fn normalise_code(code: &str) -> anyhow::Result<String> {
+    let digits: String = code.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    if digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("a pairing code is 6 digits, as the device shows it");
+    }
+    Ok(digits)
+}
+
+fn decided(decision: Decision, code: &str) -> anyhow::Result<()> {
+    match decision {
+        Decision::Done => Ok(()),
+        Decision::Expired => bail!("code {code} has expired; ask the device for a new one"),
+        Decision::Unknown => {
+            bail!("no pending pairing with code {code} (see `rushes pairing list`)")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_normalised() {
+        assert_eq!(normalise_code("123 456").unwrap(), "123456");
+        assert_eq!(normalise_code("123-456").unwrap(), "123456");
+        assert!(normalise_code("12345").is_err());
+        assert!(normalise_code("12345a").is_err());
+    }
+}

@@ -1,0 +1,70 @@
+//! Everything an operator can set, with the defaults of c2c-api.md. The CLI fills it from
+//! flags and environment variables; tests fill it directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory: database, media, certificates.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Base URL used in `verification_uri` and upload URLs. `None`: derived from `listen`.
+    pub public_url: Option<String>,
+    /// Extra DNS names (or IPs) for the generated server certificate, e.g. `api.frame.io`.
+    pub tls_names: Vec<String>,
+    /// An operator's own certificate chain and key (PEM) instead of the generated ones.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Refuse device models whose `client_secret` nobody registered.
+    pub strict_clients: bool,
+    pub device_code_lifetime: Duration,
+    pub poll_interval: Duration,
+    pub access_token_lifetime: Duration,
+    pub refresh_token_lifetime: Duration,
+    pub upload_url_lifetime: Duration,
+    /// Target size of an upload part; the planner never goes below 5 MiB.
+    pub part_size: u64,
+    /// Most parts an asset may have (stores with a lower cap than 10,000 set it lower).
+    pub max_parts: u32,
+    /// How long a request may take, except part uploads, which have `idle_timeout` instead.
+    pub request_timeout: Duration,
+    /// A part upload that sends no byte for this long is abandoned.
+    pub idle_timeout: Duration,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            public_url: None,
+            tls_names: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            strict_clients: false,
+            device_code_lifetime: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(5),
+            access_token_lifetime: Duration::from_secs(8 * 3600),
+            refresh_token_lifetime: Duration::from_secs(14 * 24 * 3600),
+            upload_url_lifetime: Duration::from_secs(24 * 3600),
+            part_size: 25 * 1024 * 1024,
+            max_parts: rushes_proto::parts::MAX_PARTS,
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("rushes.db")
+    }
+
+    pub fn media_dir(&self) -> PathBuf {
+        self.data_dir.join("media")
+    }
+
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+}

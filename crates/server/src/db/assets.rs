@@ -1,0 +1,510 @@
+//! Assets and their parts: creation with a reserved path, part bookkeeping, the hand-over
+//! to finalisation, and listings.
+
+use rushes_proto::parts::PartPlan;
+
+use super::{Db, DbResult, Tx, new_id};
+use crate::clock::{Millis, now_ms};
+use crate::domain::AssetName;
+
+/// What to create; everything already validated.
+#[derive(Debug, Clone)]
+pub struct NewAsset {
+    pub project_id: String,
+    pub device_id: String,
+    pub name: AssetName,
+    /// `Cloud Devices/YYYY_MM_DD/TYPE/<device>`: where the name is reserved.
+    pub folder: String,
+    pub filetype: String,
+    pub filesize: Option<u64>,
+    pub channel: i64,
+    pub offset_secs: i64,
+    pub recorded_at: Millis,
+    pub auto_version_id: Option<String>,
+    /// `None` for a real-time upload, whose parts the device registers as it records.
+    pub plan: Option<PartPlan>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetState {
+    Uploading,
+    /// Every part is in; the bytes are being joined (or will be, after a restart).
+    Assembling,
+    Complete,
+}
+
+impl AssetState {
+    fn parse(s: &str) -> AssetState {
+        match s {
+            "complete" => AssetState::Complete,
+            "assembling" => AssetState::Assembling,
+            _ => AssetState::Uploading,
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Asset {
+    pub id: String,
+    pub project_id: String,
+    pub device_id: String,
+    pub name: String,
+    pub path: String,
+    pub filetype: String,
+    pub filesize: Option<i64>,
+    pub channel: i64,
+    pub offset_secs: i64,
+    pub recorded_at: i64,
+    pub realtime: i64,
+    pub part_size: Option<i64>,
+    pub part_count: Option<i64>,
+    state: String,
+    pub sha256: Option<String>,
+    pub created_at: i64,
+}
+
+impl Asset {
+    pub fn state(&self) -> AssetState {
+        AssetState::parse(&self.state)
+    }
+
+    pub fn is_realtime(&self) -> bool {
+        self.realtime != 0
+    }
+
+    /// The part plan of a planned (non-real-time) upload.
+    pub fn plan(&self) -> Option<PartPlan> {
+        let filesize = u64::try_from(self.filesize?).ok()?;
+        let count = u32::try_from(self.part_count?).ok()?;
+        let part_size = u64::try_from(self.part_size?).ok()?;
+        Some(PartPlan {
+            filesize,
+            count,
+            part_size,
+        })
+    }
+}
+
+/// A known part: planned parts are known once received, real-time ones once registered.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Part {
+    pub number: i64,
+    pub size: i64,
+    pub is_final: i64,
+    pub stored_as: Option<String>,
+}
+
+/// What recording a received part did.
+#[derive(Debug)]
+pub enum PartRecord {
+    /// Recorded. `superseded` names bytes of an earlier copy of the part to delete;
+    /// `ready` says this part completed the asset and the caller must finalise it.
+    Recorded {
+        superseded: Option<String>,
+        ready: bool,
+    },
+    /// The asset was already complete (or being completed): the bytes are not needed.
+    AlreadyComplete,
+    /// The part is not (or no longer) expected with this size.
+    WrongSize {
+        expected: u64,
+    },
+    Unknown,
+}
+
+/// One line of `rushes asset list`.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct AssetListing {
+    pub id: String,
+    pub project: String,
+    pub path: String,
+    pub size: Option<i64>,
+    pub state: String,
+    pub sha256: Option<String>,
+    pub device: String,
+    pub device_id: String,
+    pub recorded_at: i64,
+    pub created_at: i64,
+}
+
+const ASSET_COLUMNS: &str =
+    "id, project_id, device_id, name, path, filetype, filesize, channel, offset_secs,
+     recorded_at, realtime, part_size, part_count, state, sha256, created_at";
+
+impl Db {
+    /// Creates the asset under the first free name in its folder (`clip.mov`,
+    /// `clip (2).mov`, ...): names never overwrite each other.
+    pub async fn create_asset(&self, new: &NewAsset) -> DbResult<Asset> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let id = new_id();
+        let (part_size, part_count) = match new.plan {
+            Some(p) => (Some(to_i64(p.part_size)), Some(i64::from(p.count))),
+            None => (None, None),
+        };
+        let mut n = 1;
+        loop {
+            let path = format!("{}/{}", new.folder, new.name.with_suffix(n));
+            let inserted = sqlx::query(
+                "INSERT INTO assets (id, project_id, device_id, name, path, filetype, filesize, channel,
+                                     offset_secs, recorded_at, realtime, auto_version_id, part_size,
+                                     part_count, state, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'uploading', $15)
+                 ON CONFLICT (project_id, path) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(&new.project_id)
+            .bind(&new.device_id)
+            .bind(new.name.as_str())
+            .bind(&path)
+            .bind(&new.filetype)
+            .bind(new.filesize.map(to_i64))
+            .bind(new.channel)
+            .bind(new.offset_secs)
+            .bind(new.recorded_at)
+            .bind(i64::from(new.plan.is_none()))
+            .bind(new.auto_version_id.as_deref())
+            .bind(part_size)
+            .bind(part_count)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                break;
+            }
+            n += 1;
+        }
+        let asset = fetch_asset(&mut tx, &id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        tx.commit().await?;
+        Ok(asset)
+    }
+
+    pub async fn asset(&self, id: &str) -> DbResult<Option<Asset>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await
+    }
+
+    /// Parts known for the asset, by number.
+    pub async fn parts(&self, asset_id: &str) -> DbResult<Vec<Part>> {
+        sqlx::query_as("SELECT number, size, is_final, stored_as FROM parts WHERE asset_id = $1 ORDER BY number")
+            .bind(asset_id)
+            .fetch_all(self.pool())
+            .await
+    }
+
+    /// Registers real-time parts (`(number, size, is_final)`, validated by the caller) and,
+    /// once known, the total size and the real name. Returns the registered parts.
+    pub async fn register_parts(
+        &self,
+        asset_id: &str,
+        parts: &[(u32, u64, bool)],
+        asset_filesize: Option<u64>,
+        rename: Option<&AssetName>,
+    ) -> DbResult<Result<(), String>> {
+        let mut tx = self.begin_write().await?;
+        let Some(asset) = fetch_asset(&mut tx, asset_id).await? else {
+            return Ok(Err("unknown asset".into()));
+        };
+        if asset.state() != AssetState::Uploading {
+            return Ok(Err("the asset is already complete".into()));
+        }
+        for &(number, size, is_final) in parts {
+            let existing: Option<(i64, Option<i64>)> = sqlx::query_as(
+                "SELECT size, received_at FROM parts WHERE asset_id = $1 AND number = $2",
+            )
+            .bind(asset_id)
+            .bind(i64::from(number))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((old_size, Some(_))) = existing
+                && old_size != to_i64(size)
+            {
+                return Ok(Err(format!(
+                    "part {number} was already uploaded with {old_size} bytes"
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO parts (asset_id, number, size, is_final) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (asset_id, number) DO UPDATE SET size = excluded.size, is_final = excluded.is_final",
+            )
+            .bind(asset_id)
+            .bind(i64::from(number))
+            .bind(to_i64(size))
+            .bind(i64::from(is_final))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let finals: Vec<i64> =
+            sqlx::query_scalar("SELECT number FROM parts WHERE asset_id = $1 AND is_final = 1")
+                .bind(asset_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let highest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(number) FROM parts WHERE asset_id = $1")
+                .bind(asset_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        match finals.as_slice() {
+            [] => {}
+            [f] if Some(*f) == highest => {}
+            [_] => return Ok(Err("no part may follow the final part".into())),
+            _ => return Ok(Err("only one part can be final".into())),
+        }
+        if let Some(size) = asset_filesize {
+            sqlx::query("UPDATE assets SET filesize = $1 WHERE id = $2")
+                .bind(to_i64(size))
+                .bind(asset_id)
+                .execute(&mut *tx)
+                .await?;
+        } else if !finals.is_empty() && asset.filesize.is_none() {
+            return Ok(Err("asset_filesize is required once a part is final".into()));
+        }
+        if let Some(name) = rename
+            && name.as_str() != asset.name
+        {
+            let folder = asset.path.rsplit_once('/').map_or("", |(f, _)| f);
+            rename_asset(&mut tx, &asset, folder, name).await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Records that part `number` of `expected_size` bytes is stored as `stored_as`, and
+    /// claims the asset for finalisation when this was the last missing part.
+    pub async fn record_part(
+        &self,
+        asset_id: &str,
+        number: u32,
+        size: u64,
+        stored_as: &str,
+    ) -> DbResult<PartRecord> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let Some(asset) = fetch_asset(&mut tx, asset_id).await? else {
+            return Ok(PartRecord::Unknown);
+        };
+        if asset.state() != AssetState::Uploading {
+            return Ok(PartRecord::AlreadyComplete);
+        }
+        let expected = match asset.plan() {
+            Some(plan) => plan.len(number),
+            None => sqlx::query_scalar::<_, i64>(
+                "SELECT size FROM parts WHERE asset_id = $1 AND number = $2",
+            )
+            .bind(asset_id)
+            .bind(i64::from(number))
+            .fetch_optional(&mut *tx)
+            .await?
+            .map_or(0, |s| u64::try_from(s).unwrap_or(0)),
+        };
+        if expected == 0 {
+            return Ok(PartRecord::Unknown);
+        }
+        if expected != size {
+            return Ok(PartRecord::WrongSize { expected });
+        }
+        let superseded: Option<String> = sqlx::query_scalar(
+            "SELECT stored_as FROM parts WHERE asset_id = $1 AND number = $2 AND stored_as IS NOT NULL",
+        )
+        .bind(asset_id)
+        .bind(i64::from(number))
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO parts (asset_id, number, size, is_final, stored_as, received_at) VALUES ($1, $2, $3, 0, $4, $5)
+             ON CONFLICT (asset_id, number) DO UPDATE SET stored_as = excluded.stored_as, received_at = excluded.received_at",
+        )
+        .bind(asset_id)
+        .bind(i64::from(number))
+        .bind(to_i64(size))
+        .bind(stored_as)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let ready = is_ready(&mut tx, &asset).await?;
+        if ready {
+            sqlx::query(
+                "UPDATE assets SET state = 'assembling' WHERE id = $1 AND state = 'uploading'",
+            )
+            .bind(asset_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(PartRecord::Recorded { superseded, ready })
+    }
+
+    /// Real-time uploads can become ready when their sizes arrive after the bytes.
+    pub async fn claim_if_ready(&self, asset_id: &str) -> DbResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let Some(asset) = fetch_asset(&mut tx, asset_id).await? else {
+            return Ok(false);
+        };
+        if asset.state() != AssetState::Uploading || !is_ready(&mut tx, &asset).await? {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE assets SET state = 'assembling' WHERE id = $1 AND state = 'uploading'")
+            .bind(asset_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Assets whose parts are all in but whose bytes were not joined yet (after a crash).
+    pub async fn assets_to_assemble(&self) -> DbResult<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM assets WHERE state = 'assembling' ORDER BY created_at")
+            .fetch_all(self.pool())
+            .await
+    }
+
+    /// Ids of assets that still need their parts.
+    pub async fn unfinished_asset_ids(&self) -> DbResult<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM assets WHERE state <> 'complete'")
+            .fetch_all(self.pool())
+            .await
+    }
+
+    /// Marks an assembled asset complete, moving it to `path` if its reserved one turned out
+    /// to be taken on disk.
+    pub async fn complete_asset(
+        &self,
+        asset_id: &str,
+        path: &str,
+        sha256: &str,
+        filesize: u64,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE assets SET state = 'complete', path = $1, sha256 = $2, filesize = $3, completed_at = $4
+             WHERE id = $5 AND state = 'assembling'",
+        )
+        .bind(path)
+        .bind(sha256)
+        .bind(to_i64(filesize))
+        .bind(now_ms())
+        .bind(asset_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Reserves the next free name for an asset whose path is taken on disk by a file the
+    /// database does not know (the operator's, say). Returns the new path.
+    pub async fn reserve_next_path(&self, asset: &Asset) -> DbResult<String> {
+        let mut tx = self.begin_write().await?;
+        let folder = asset.path.rsplit_once('/').map_or("", |(f, _)| f);
+        let name = AssetName::parse(&asset.name).map_err(|e| sqlx::Error::Protocol(e.into()))?;
+        let current = asset
+            .path
+            .rsplit_once('/')
+            .map_or(asset.path.as_str(), |(_, n)| n);
+        let start = (1..10_000)
+            .find(|&n| name.with_suffix(n) == current)
+            .unwrap_or(1)
+            + 1;
+        let path = rename_from(&mut tx, asset, folder, &name, start).await?;
+        tx.commit().await?;
+        Ok(path)
+    }
+
+    /// Assets for `rushes asset list`.
+    pub async fn asset_listing(&self, project_id: Option<&str>) -> DbResult<Vec<AssetListing>> {
+        let sql = "SELECT a.id, p.name AS project, a.path, a.filesize AS size, a.state, a.sha256,
+                          d.name AS device, a.device_id, a.recorded_at, a.created_at
+                   FROM assets a JOIN projects p ON p.id = a.project_id JOIN devices d ON d.id = a.device_id";
+        match project_id {
+            Some(p) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "{sql} WHERE a.project_id = $1 ORDER BY a.path"
+                )))
+                .bind(p)
+                .fetch_all(self.pool())
+                .await
+            }
+            None => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "{sql} ORDER BY p.name, a.path"
+                )))
+                .fetch_all(self.pool())
+                .await
+            }
+        }
+    }
+}
+
+async fn fetch_asset(tx: &mut Tx, id: &str) -> DbResult<Option<Asset>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Whether every byte of the asset has arrived.
+async fn is_ready(tx: &mut Tx, asset: &Asset) -> DbResult<bool> {
+    let (received, missing, total, finals): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(received_at), COUNT(*) - COUNT(received_at), CAST(COALESCE(SUM(size), 0) AS BIGINT),
+                COUNT(CASE WHEN is_final = 1 THEN 1 END)
+         FROM parts WHERE asset_id = $1",
+    )
+    .bind(&asset.id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(match (asset.plan(), asset.filesize) {
+        (Some(plan), _) => received == i64::from(plan.count),
+        (None, Some(filesize)) => finals == 1 && missing == 0 && total == filesize,
+        (None, None) => false,
+    })
+}
+
+async fn rename_asset(
+    tx: &mut Tx,
+    asset: &Asset,
+    folder: &str,
+    name: &AssetName,
+) -> DbResult<String> {
+    rename_from(tx, asset, folder, name, 1).await
+}
+
+async fn rename_from(
+    tx: &mut Tx,
+    asset: &Asset,
+    folder: &str,
+    name: &AssetName,
+    start: u32,
+) -> DbResult<String> {
+    for n in start..start + 10_000 {
+        let path = format!("{folder}/{}", name.with_suffix(n));
+        // Look before writing: a failed statement would abort a PostgreSQL transaction.
+        let taken: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM assets WHERE project_id = $1 AND path = $2 AND id <> $3",
+        )
+        .bind(&asset.project_id)
+        .bind(&path)
+        .bind(&asset.id)
+        .fetch_one(&mut **tx)
+        .await?;
+        if taken > 0 {
+            continue;
+        }
+        sqlx::query("UPDATE assets SET name = $1, path = $2 WHERE id = $3")
+            .bind(name.as_str())
+            .bind(&path)
+            .bind(&asset.id)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(path);
+    }
+    Err(sqlx::Error::Protocol("no free name in the folder".into()))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,131 @@
+//! The metadata store: every piece of state that is not media bytes, in SQL.
+//!
+//! [`Db`] is the narrow interface the rest of the server uses: domain-level methods, one
+//! file per concept below. Queries go through sqlx's `Any` driver with portable SQL (`$N`
+//! placeholders, TEXT and BIGINT columns only), so the same query layer serves SQLite (the
+//! embedded default) and PostgreSQL (scaled out) without two hand-kept copies.
+//!
+//! Concurrency rule: every state change is one transaction, and state transitions that can
+//! race (a device code used once, a refresh token rotated once, an asset finalised once) are
+//! compare-and-set `UPDATE ... WHERE <old state> RETURNING`, which is correct on both
+//! engines and across several server processes.
+
+mod assets;
+mod devices;
+mod pairing;
+mod projects;
+mod settings;
+mod tokens;
+mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
+
+pub use assets::{Asset, AssetListing, AssetState, NewAsset, Part, PartRecord};
+pub use devices::{DeviceListing, DeviceRecord};
+pub use pairing::{CodeRequest, Decision, DeviceCode, PendingCode, PollOutcome};
+pub use projects::Project;
+pub use tokens::{Authenticated, IssuedTokens, RefreshOutcome};
+
+pub type DbResult<T> = Result<T, sqlx::Error>;
+pub(crate) type Tx = Transaction<'static, Any>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Opens (creating if needed) the embedded SQLite database and applies migrations.
+    pub async fn open_sqlite(path: &Path) -> anyhow::Result<Db> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::connect(&url).await
+    }
+
+    /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            anyhow::bail!("unsupported database URL (use sqlite:// or postgres://)");
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers run beside the writer and is a property of the file, set once
+            // here because switching needs a lock that busy_timeout cannot wait for.
+            let mut conn = sqlx::AnyConnection::connect_with(&options).await?;
+            conn.execute("PRAGMA journal_mode = WAL").await?;
+            conn.close().await?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // FULL: a commit is on disk before we answer 200 (power loss too).
+                        conn.execute("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let db = Db { pool, backend };
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&db.pool).await?,
+            Backend::Postgres => anyhow::bail!("PostgreSQL support is not built yet"),
+        }
+        Ok(db)
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so a transaction that reads first never fails to upgrade.
+    pub(crate) async fn begin_write(&self) -> DbResult<Tx> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// `PRAGMA integrity_check` on SQLite; a trivial query elsewhere.
+    pub async fn integrity_check(&self) -> DbResult<String> {
+        let sql = match self.backend {
+            Backend::Sqlite => "PRAGMA integrity_check",
+            Backend::Postgres => "SELECT 'ok'",
+        };
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// True when `err` is a uniqueness violation (used to retry with another name or code).
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,147 @@
+//! How every failure becomes an HTTP answer in one of the contract's two error shapes.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rushes_proto::error::{ErrorBody, OAuthErrorBody};
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// `/v2/auth/*`: HTTP 400 `{"error": code}`.
+    OAuth(&'static str),
+    /// Everything else: the detailed shape.
+    Detailed {
+        status: StatusCode,
+        title: &'static str,
+        detail: String,
+    },
+    /// A fault of ours (or of the database): logged, answered 500 or 503 without detail.
+    Internal(anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::Detailed {
+            status,
+            title,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn unauthorized() -> ApiError {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "Not Authorized",
+            "The access token is missing, unknown, expired or revoked.",
+        )
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, "Not Found", detail)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, "Bad Request", detail)
+    }
+
+    /// 422 naming the offending field.
+    pub fn invalid_field(field: &str, problem: impl std::fmt::Display) -> ApiError {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid Argument",
+            format!("{field}: {problem}"),
+        )
+    }
+
+    pub fn channel_paused() -> ApiError {
+        Self::new(
+            StatusCode::CONFLICT,
+            "Channel Paused",
+            "The channel you're uploading from is currently paused.",
+        )
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::OAuth(code) => {
+                let mut res = (
+                    StatusCode::BAD_REQUEST,
+                    Json(OAuthErrorBody {
+                        error: code.to_owned(),
+                    }),
+                )
+                    .into_response();
+                res.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                res
+            }
+            ApiError::Detailed {
+                status,
+                title,
+                detail,
+            } => {
+                let mut res =
+                    (status, Json(ErrorBody::new(status.as_u16(), title, detail))).into_response();
+                if status == StatusCode::UNAUTHORIZED {
+                    res.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                }
+                res
+            }
+            ApiError::Internal(e) => {
+                let busy = e.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+                    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
+                        || matches!(e, sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy"))
+                });
+                if busy {
+                    tracing::warn!(error = %e, "metadata store busy or unreachable");
+                    let mut res = ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Service Unavailable",
+                        "The server is busy; try again shortly.",
+                    )
+                    .into_response();
+                    res.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    return res;
+                }
+                tracing::error!(error = format!("{e:#}"), "internal error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                    "Something went wrong on the server.",
+                )
+                .into_response()
+            }
+        }
+    }
+}
+
+/// 404 for any unknown route, in the detailed shape; logged so operators can report calls a
+/// camera makes that Rushes lacks.
+pub async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    if uri.path().starts_with("/v2/") {
+        tracing::warn!(%method, path = uri.path(), "unknown API route");
+    }
+    ApiError::not_found(format!("No route for {method} {}.", uri.path()))
+}

@@ -1,0 +1,283 @@
+//! Request extractors: the authenticated device, and the lenient body parsers cameras need
+//! (auth forms as multipart or urlencoded, asset bodies as JSON or urlencoded).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Query, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Form, Json};
+use rushes_proto::error::oauth;
+use serde_json::{Map, Value};
+
+use crate::db::Authenticated;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The device id of an authenticated request, filled in by [`Device`] for the request log.
+#[derive(Clone, Default)]
+pub struct LogDevice(pub Arc<OnceLock<String>>);
+
+/// A request from a paired device with a current access token.
+pub struct Device(pub Authenticated);
+
+impl FromRequestParts<AppState> for Device {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(ApiError::unauthorized)?;
+        let device = state
+            .db
+            .authenticate(token)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        if let Some(slot) = parts.extensions.get::<LogDevice>() {
+            let _ = slot.0.set(device.device_id.clone());
+        }
+        let version = client_version(&parts.headers);
+        state
+            .db
+            .touch_device(
+                &device.device_id,
+                &version,
+                (&device.client_version, device.last_seen_at),
+            )
+            .await?;
+        Ok(Device(device))
+    }
+}
+
+/// The firmware version a device reports (`x-client-version`), bounded and printable.
+pub fn client_version(headers: &HeaderMap) -> String {
+    headers
+        .get(rushes_proto::CLIENT_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or(rushes_proto::DEFAULT_CLIENT_VERSION)
+        .to_owned()
+}
+
+/// The fields of an auth request: query parameters plus a multipart or urlencoded body.
+/// Anything unreadable is `invalid_request`.
+pub struct AuthFields(pub HashMap<String, String>);
+
+impl AuthFields {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn require(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name)
+            .ok_or(ApiError::OAuth(oauth::INVALID_REQUEST))
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for AuthFields {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        fn bad(e: impl axum::response::IntoResponse) -> ApiError {
+            if e.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Payload Too Large",
+                    "The request body is too large.",
+                )
+            } else {
+                ApiError::OAuth(oauth::INVALID_REQUEST)
+            }
+        }
+        let mut fields = match req.uri().query() {
+            Some(_) => {
+                Query::<HashMap<String, String>>::try_from_uri(req.uri())
+                    .map_err(bad)?
+                    .0
+            }
+            None => HashMap::new(),
+        };
+        let content_type = content_type(req.headers());
+        if content_type.starts_with("multipart/form-data") {
+            let mut multipart = Multipart::from_request(req, state).await.map_err(bad)?;
+            while let Some(field) = multipart.next_field().await.map_err(bad)? {
+                let Some(name) = field.name().map(str::to_owned) else {
+                    continue;
+                };
+                let value = field.text().await.map_err(bad)?;
+                fields.insert(name, value);
+            }
+        } else if content_type.starts_with("application/x-www-form-urlencoded") {
+            let Form(body) = Form::<HashMap<String, String>>::from_request(req, state)
+                .await
+                .map_err(bad)?;
+            fields.extend(body);
+        }
+        Ok(AuthFields(fields))
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The body of an asset request as a JSON object; urlencoded forms become string values.
+pub struct Fields {
+    pub map: Map<String, Value>,
+    /// Whether the body was JSON (real-time uploads require it).
+    pub is_json: bool,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Fields {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = content_type(req.headers());
+        if content_type.starts_with("application/x-www-form-urlencoded") {
+            let Form(body) = Form::<HashMap<String, String>>::from_request(req, state)
+                .await
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "The form body could not be read: {}",
+                        e.body_text()
+                    ))
+                })?;
+            let map = body
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            return Ok(Fields {
+                map,
+                is_json: false,
+            });
+        }
+        if content_type.starts_with("application/json") || content_type.is_empty() {
+            let Json(value) = Json::<Value>::from_request(req, state).await.map_err(|e| {
+                let status = e.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        status,
+                        "Payload Too Large",
+                        "The request body is too large.",
+                    )
+                } else {
+                    ApiError::bad_request(format!(
+                        "The JSON body could not be read: {}",
+                        e.body_text()
+                    ))
+                }
+            })?;
+            return match value {
+                Value::Object(map) => Ok(Fields { map, is_json: true }),
+                _ => Err(ApiError::bad_request("The JSON body must be an object.")),
+            };
+        }
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+            "Send application/json or application/x-www-form-urlencoded.",
+        ))
+    }
+}
+
+/// Typed access to [`Fields`], with 422 errors naming the field. Numbers may arrive as
+/// JSON numbers or as strings (forms, and some cameras' JSON).
+impl Fields {
+    pub fn string(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::invalid_field(name, "must be a string")),
+        }
+    }
+
+    pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid_field(name, "must be a whole number in range")),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| ApiError::invalid_field(name, "must be a whole number in range")),
+            Some(_) => Err(ApiError::invalid_field(name, "must be a whole number")),
+        }
+    }
+
+    pub fn bool(&self, name: &str) -> Result<bool, ApiError> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(true),
+                "false" | "0" | "" => Ok(false),
+                _ => Err(ApiError::invalid_field(name, "must be true or false")),
+            },
+            Some(_) => Err(ApiError::invalid_field(name, "must be true or false")),
+        }
+    }
+}
+
+/// This server's base URL as the calling device reaches it: `--public-url` when set,
+/// otherwise the `Host` the request came with (a camera that reached `api.frame.io` can
+/// reach it again), otherwise the one derived from the listen address.
+pub struct BaseUrl(pub String);
+
+impl FromRequestParts<AppState> for BaseUrl {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.config.public_url.is_none() {
+            let host = parts
+                .uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    parts
+                        .headers
+                        .get(axum::http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned)
+                });
+            let valid = |h: &str| {
+                !h.is_empty()
+                    && h.len() <= 255
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            };
+            if let Some(host) = host.filter(|h| valid(h)) {
+                return Ok(BaseUrl(format!("https://{host}")));
+            }
+        }
+        Ok(BaseUrl(state.public_url.to_string()))
+    }
+}

@@ -1,0 +1,92 @@
+//! Finalisation: when the last part of an asset has arrived, join the parts into the
+//! finished file, record its size and SHA-256, and drop the parts.
+//!
+//! The database claims an asset for finalisation (state `assembling`) in the same
+//! transaction that records its last part, so exactly one task finalises it, and an asset
+//! left `assembling` by a crash is finalised again at the next start.
+
+use std::collections::HashSet;
+
+use crate::db::AssetState;
+use crate::media::{AssembleError, AssetTarget, StoredPart};
+use crate::state::AppState;
+
+pub fn spawn(state: AppState, asset_id: String) {
+    tokio::spawn(async move {
+        if let Err(e) = finalise(&state, &asset_id).await {
+            tracing::error!(asset = %asset_id, error = format!("{e:#}"), "finalising failed; retried at next start");
+        }
+    });
+}
+
+async fn finalise(state: &AppState, asset_id: &str) -> anyhow::Result<()> {
+    let Some(mut asset) = state.db.asset(asset_id).await? else {
+        return Ok(());
+    };
+    if asset.state() != AssetState::Assembling {
+        return Ok(());
+    }
+    let project = state
+        .db
+        .project(&asset.project_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("project vanished"))?;
+    let parts: Vec<StoredPart> = state
+        .db
+        .parts(asset_id)
+        .await?
+        .into_iter()
+        .filter_map(|p| {
+            Some(StoredPart {
+                number: p.number as u32,
+                size: p.size as u64,
+                stored_as: p.stored_as?,
+            })
+        })
+        .collect();
+    loop {
+        let target = AssetTarget {
+            asset_id: asset.id.clone(),
+            project_dir: project.dir.clone(),
+            path: asset.path.clone(),
+        };
+        match state.media.assemble(&target, &parts).await {
+            Ok(done) => {
+                let expected = asset.filesize.map(|s| s as u64);
+                if expected.is_some_and(|e| e != done.size) {
+                    anyhow::bail!("assembled {} bytes, expected {expected:?}", done.size);
+                }
+                state
+                    .db
+                    .complete_asset(asset_id, &asset.path, &done.sha256, done.size)
+                    .await?;
+                state.media.discard_parts(asset_id).await;
+                tracing::info!(asset = %asset_id, path = %asset.path, size = done.size, sha256 = %done.sha256, "asset complete");
+                return Ok(());
+            }
+            Err(AssembleError::PathTaken) => {
+                asset.path = state.db.reserve_next_path(&asset).await?;
+                tracing::warn!(asset = %asset_id, path = %asset.path, "a foreign file held the asset's name; renamed");
+            }
+            Err(AssembleError::Io(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// After a start: finish what a crash interrupted and sweep leftovers of finished uploads.
+pub async fn recover(state: &AppState) -> anyhow::Result<()> {
+    for asset_id in state.db.assets_to_assemble().await? {
+        tracing::info!(asset = %asset_id, "resuming an interrupted finalisation");
+        if let Err(e) = finalise(state, &asset_id).await {
+            tracing::error!(asset = %asset_id, error = format!("{e:#}"), "finalising failed");
+        }
+    }
+    if let Some(local) = &state.local {
+        let live: HashSet<String> = state.db.unfinished_asset_ids().await?.into_iter().collect();
+        let swept = local.sweep_uploads(&live).await?;
+        if swept > 0 {
+            tracing::info!(count = swept, "removed leftover upload folders");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! Creating assets, registering real-time parts, and the resume extension.
+//!
+//! A device only ever sees its own assets: any other id, existing or not, is 404.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use rushes_proto::asset::{
+    Asset as AssetBody, MissingPart, RealtimeAsset, UploadStatus, UploadUrls,
+};
+use rushes_proto::parts::{MAX_FILESIZE, MIN_PART_SIZE, PartPlan};
+use serde_json::Value;
+
+use crate::clock::{date_folder, now_ms, rfc3339};
+use crate::db::{Asset, AssetState, Authenticated, NewAsset};
+use crate::domain::names::{folder_name, mime_from_name, parse_mime};
+use crate::domain::{AssetName, MediaType};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{BaseUrl, Device, Fields};
+use crate::finalise;
+use crate::state::AppState;
+
+/// Recording offsets beyond this (about 50 years) are nonsense rather than old footage.
+const MAX_OFFSET_SECS: i64 = 50 * 365 * 24 * 3600;
+const MAX_CHANNEL: i64 = 1024;
+/// Largest single part (S3's limit).
+const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+fn require_asset_create(device: &Authenticated) -> ApiResult<()> {
+    if device.scopes.asset_create() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "This token was not granted the asset_create scope.",
+        ))
+    }
+}
+
+fn url_expiry(state: &AppState) -> i64 {
+    now_ms() / 1000 + i64::try_from(state.config.upload_url_lifetime.as_secs()).unwrap_or(86_400)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    BaseUrl(base_url): BaseUrl,
+    Device(device): Device,
+    fields: Fields,
+) -> ApiResult<Response> {
+    require_asset_create(&device)?;
+    let realtime = fields.bool("is_realtime_upload")?;
+    if realtime && !fields.is_json {
+        return Err(ApiError::invalid_field(
+            "is_realtime_upload",
+            "real-time uploads must be created with a JSON body",
+        ));
+    }
+    let offset = fields.int("offset")?.unwrap_or(0);
+    if offset.abs() > MAX_OFFSET_SECS {
+        return Err(ApiError::invalid_field("offset", "is out of range"));
+    }
+    let channel = fields.int("channel")?.unwrap_or(0);
+    if !(0..=MAX_CHANNEL).contains(&channel) {
+        return Err(ApiError::invalid_field(
+            "channel",
+            format!("must be between 0 and {MAX_CHANNEL}"),
+        ));
+    }
+    let auto_version_id = fields
+        .string("auto_version_id")?
+        .map(|id| {
+            uuid::Uuid::parse_str(id.trim())
+                .map(|u| u.to_string())
+                .map_err(|_| ApiError::invalid_field("auto_version_id", "must be a UUID"))
+        })
+        .transpose()?;
+    let recorded_at = now_ms() - offset * 1000;
+
+    let name_field = fields.string("name")?;
+    let name = match (&name_field, realtime) {
+        (Some(raw), _) => AssetName::parse(raw).map_err(|e| ApiError::invalid_field("name", e))?,
+        (None, false) => return Err(ApiError::invalid_field("name", "is required")),
+        (None, true) => {
+            let extension = fields.string("extension")?.unwrap_or_default();
+            let ok = extension.is_empty()
+                || (extension.starts_with('.')
+                    && (2..=16).contains(&extension.len())
+                    && extension[1..].bytes().all(|b| b.is_ascii_alphanumeric()));
+            if !ok {
+                return Err(ApiError::invalid_field("extension", "must look like .mov"));
+            }
+            let stamp = rfc3339(recorded_at)
+                .replace([':', '-'], "")
+                .replace('T', "_");
+            let stamp = stamp
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('Z')
+                .to_owned();
+            AssetName::parse(&format!("Recording {stamp}{extension}"))
+                .map_err(|e| ApiError::invalid_field("name", e))?
+        }
+    };
+    let filetype = match fields.string("filetype")? {
+        Some(raw) => parse_mime(&raw).map_err(|e| ApiError::invalid_field("filetype", e))?,
+        None if realtime => {
+            return Err(ApiError::invalid_field(
+                "filetype",
+                "is required for real-time uploads",
+            ));
+        }
+        None => mime_from_name(name.as_str()),
+    };
+    let filesize = match fields.int("filesize")? {
+        Some(size) if size < 1 || size as u64 > MAX_FILESIZE => {
+            return Err(ApiError::invalid_field(
+                "filesize",
+                "must be between 1 byte and 5 TiB",
+            ));
+        }
+        Some(size) => Some(size as u64),
+        None if realtime => None,
+        None => return Err(ApiError::invalid_field("filesize", "is required")),
+    };
+
+    if state
+        .db
+        .was_paused_at(&device.device_id, channel, recorded_at)
+        .await?
+    {
+        return Err(ApiError::channel_paused());
+    }
+    let record = super::devices::record(&state, &device).await?;
+    let folder = format!(
+        "Cloud Devices/{}/{}/{}",
+        date_folder(recorded_at),
+        MediaType::of_mime(&filetype).folder(),
+        folder_name(&record.name)
+    );
+    let plan = match (realtime, filesize) {
+        (false, Some(size)) => Some(PartPlan::new(
+            size,
+            state.config.part_size,
+            state.config.max_parts,
+        )),
+        _ => None,
+    };
+    let asset = state
+        .db
+        .create_asset(&NewAsset {
+            project_id: record.project_id.clone(),
+            device_id: device.device_id.clone(),
+            name,
+            folder,
+            filetype,
+            filesize,
+            channel,
+            offset_secs: offset,
+            recorded_at,
+            auto_version_id,
+            plan,
+        })
+        .await?;
+    tracing::info!(asset = %asset.id, path = %asset.path, realtime, "asset created");
+    let Some(plan) = plan else {
+        return Ok(Json(RealtimeAsset {
+            id: asset.id,
+            name: asset.name,
+        })
+        .into_response());
+    };
+    let expires = url_expiry(&state);
+    let upload_urls = (1..=plan.count)
+        .map(|n| {
+            state
+                .media
+                .part_url(&base_url, &asset.id, n, plan.len(n), expires)
+        })
+        .collect();
+    Ok(Json(AssetBody {
+        id: asset.id,
+        name: asset.name,
+        filetype: asset.filetype,
+        filesize: plan.filesize,
+        project_id: asset.project_id,
+        upload_urls,
+        kind: "file".to_owned(),
+        inserted_at: rfc3339(asset.created_at),
+        offset: asset.offset_secs,
+        channel: asset.channel,
+        recorded_at: rfc3339(asset.recorded_at),
+        path: asset.path,
+    })
+    .into_response())
+}
+
+/// The asset `id` if it belongs to the calling device; 404 otherwise, whether or not it
+/// exists, so ids of other devices' assets cannot be probed.
+async fn own_asset(state: &AppState, device: &Authenticated, id: &str) -> ApiResult<Asset> {
+    match state.db.asset(id).await? {
+        Some(asset) if asset.device_id == device.device_id => Ok(asset),
+        _ => Err(ApiError::not_found("No asset with this id.")),
+    }
+}
+
+pub async fn register_parts(
+    State(state): State<AppState>,
+    BaseUrl(base_url): BaseUrl,
+    Device(device): Device,
+    Path(id): Path<String>,
+    fields: Fields,
+) -> ApiResult<Json<UploadUrls>> {
+    require_asset_create(&device)?;
+    let asset = own_asset(&state, &device, &id).await?;
+    if !asset.is_realtime() {
+        return Err(ApiError::invalid_field(
+            "id",
+            "this asset is not a real-time upload",
+        ));
+    }
+    if !fields.is_json {
+        return Err(ApiError::invalid_field("parts", "send the parts as JSON"));
+    }
+    let parts = parse_parts(fields.map.get("parts"), state.config.max_parts)?;
+    let asset_filesize = match fields.int("asset_filesize")? {
+        Some(size) if size < 1 || size as u64 > MAX_FILESIZE => {
+            return Err(ApiError::invalid_field(
+                "asset_filesize",
+                "must be between 1 byte and 5 TiB",
+            ));
+        }
+        other => other.map(|s| s as u64),
+    };
+    if asset_filesize.is_none() && parts.iter().any(|p| p.2) && asset.filesize.is_none() {
+        return Err(ApiError::invalid_field(
+            "asset_filesize",
+            "is required once a part is final",
+        ));
+    }
+    let rename = fields
+        .string("asset_name")?
+        .map(|n| AssetName::parse(&n).map_err(|e| ApiError::invalid_field("asset_name", e)))
+        .transpose()?;
+    state
+        .db
+        .register_parts(&asset.id, &parts, asset_filesize, rename.as_ref())
+        .await?
+        .map_err(|problem| ApiError::invalid_field("parts", problem))?;
+    if state.db.claim_if_ready(&asset.id).await? {
+        finalise::spawn(state.clone(), asset.id.clone());
+    }
+    let expires = url_expiry(&state);
+    let upload_urls = parts
+        .iter()
+        .map(|&(n, size, _)| state.media.part_url(&base_url, &asset.id, n, size, expires))
+        .collect();
+    Ok(Json(UploadUrls { upload_urls }))
+}
+
+/// `[{"number", "size", "is_final"}]`, checked against the contract's rules.
+fn parse_parts(value: Option<&Value>, max_parts: u32) -> ApiResult<Vec<(u32, u64, bool)>> {
+    let bad = |problem: String| ApiError::invalid_field("parts", problem);
+    let list = value
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("must be a list of parts".into()))?;
+    if list.is_empty() || list.len() > max_parts as usize {
+        return Err(bad(format!("must hold 1 to {max_parts} parts")));
+    }
+    let mut parts = Vec::with_capacity(list.len());
+    for item in list {
+        let number = item
+            .get("number")
+            .and_then(Value::as_u64)
+            .filter(|n| (1..=u64::from(max_parts)).contains(n));
+        let Some(number) = number else {
+            return Err(bad(format!(
+                "each part needs a number from 1 to {max_parts}"
+            )));
+        };
+        let number = number as u32;
+        let is_final = item
+            .get("is_final")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let size = item
+            .get("size")
+            .and_then(Value::as_u64)
+            .filter(|s| (1..=MAX_PART_SIZE).contains(s));
+        let Some(size) = size else {
+            return Err(bad(format!(
+                "part {number} needs a size from 1 byte to 5 GiB"
+            )));
+        };
+        if !is_final && size < MIN_PART_SIZE {
+            return Err(bad(format!(
+                "part {number} is not final, so it must be at least {MIN_PART_SIZE} bytes"
+            )));
+        }
+        if parts.iter().any(|&(n, _, _)| n == number) {
+            return Err(bad(format!("part {number} is listed twice")));
+        }
+        parts.push((number, size, is_final));
+    }
+    Ok(parts)
+}
+
+/// Extension: which parts arrived, and fresh URLs for the rest.
+pub async fn upload_status(
+    State(state): State<AppState>,
+    BaseUrl(base_url): BaseUrl,
+    Device(device): Device,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UploadStatus>> {
+    let asset = own_asset(&state, &device, &id).await?;
+    let known = state.db.parts(&asset.id).await?;
+    let received: Vec<u32> = known
+        .iter()
+        .filter(|p| p.stored_as.is_some())
+        .map(|p| p.number as u32)
+        .collect();
+    let complete = asset.state() != AssetState::Uploading;
+    let expires = url_expiry(&state);
+    let wanted: Vec<(u32, u64)> = if complete {
+        Vec::new()
+    } else if let Some(plan) = asset.plan() {
+        (1..=plan.count)
+            .filter(|n| !received.contains(n))
+            .map(|n| (n, plan.len(n)))
+            .collect()
+    } else {
+        known
+            .iter()
+            .filter(|p| p.stored_as.is_none())
+            .map(|p| (p.number as u32, p.size as u64))
+            .collect()
+    };
+    let missing = wanted
+        .into_iter()
+        .map(|(number, size)| MissingPart {
+            number,
+            size,
+            url: state
+                .media
+                .part_url(&base_url, &asset.id, number, size, expires),
+        })
+        .collect();
+    let plan = asset.plan();
+    let state = if asset.state() == AssetState::Complete {
+        "complete"
+    } else {
+        "uploading"
+    };
+    Ok(Json(UploadStatus {
+        id: asset.id,
+        state: state.to_owned(),
+        part_count: plan.map_or(known.len() as u32, |p| p.count),
+        part_size: plan.map_or(0, |p| p.part_size),
+        received_parts: received,
+        missing,
+    }))
+}

@@ -1,0 +1,178 @@
+//! Building and running the server: data directory, database, certificates, the first
+//! user and project, the HTTPS listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum_server::Handle;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::media::local::LocalStore;
+use crate::signing::UrlSigner;
+use crate::state::AppState;
+use crate::{finalise, routes, secrets, tls};
+
+/// What the operator must be told at start.
+pub struct Banner {
+    pub url: String,
+    pub ca_path: Option<std::path::PathBuf>,
+    pub ca_fingerprint: Option<String>,
+    /// The `admin` user's password, only on the start that created it.
+    pub admin_password: Option<String>,
+}
+
+pub struct Application {
+    listener: std::net::TcpListener,
+    rustls: RustlsConfig,
+    state: AppState,
+    handle: Handle<SocketAddr>,
+    pub banner: Banner,
+}
+
+impl Application {
+    /// Prepares everything (creating what is missing, reusing what exists) and binds the
+    /// port; [`Application::run`] then serves.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        // Several crates link rustls; name the provider once for the whole process.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+        let db = Db::open_sqlite(&config.database_path())
+            .await
+            .context("opening the database")?;
+        let admin_password = bootstrap(&db).await?;
+        let tls = tls::load_or_create(&config).context("preparing the TLS certificate")?;
+
+        let listener = std::net::TcpListener::bind(config.listen)
+            .with_context(|| format!("listening on {}", config.listen))?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let host = if local_addr.ip().is_unspecified() {
+            gethostname::gethostname()
+                .into_string()
+                .unwrap_or_else(|_| "localhost".into())
+        } else if local_addr.is_ipv6() {
+            format!("[{}]", local_addr.ip())
+        } else {
+            local_addr.ip().to_string()
+        };
+        let default_url = format!("https://{host}:{}", local_addr.port());
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or(default_url)
+            .trim_end_matches('/')
+            .to_owned();
+
+        let key = db
+            .setting_or_init("upload_url_key", secrets::generate)
+            .await?;
+        let signer =
+            UrlSigner::new(secrets::unhex(&key).context("the stored upload URL key is corrupt")?);
+        let local = Arc::new(LocalStore::new(&config.data_dir, signer)?);
+        let rustls =
+            RustlsConfig::from_pem(tls.cert_chain_pem.into_bytes(), tls.key_pem.into_bytes())
+                .await
+                .context("loading the TLS certificate and key")?;
+        let banner = Banner {
+            url: public_url.clone(),
+            ca_path: tls.ca.as_ref().map(|ca| ca.path.clone()),
+            ca_fingerprint: tls.ca.as_ref().map(|ca| ca.fingerprint.clone()),
+            admin_password,
+        };
+        let state = AppState {
+            db,
+            config: Arc::new(config),
+            public_url: public_url.into(),
+            media: local.clone(),
+            local: Some(local),
+            ca_pem: tls.ca.map(|ca| ca.pem.into()),
+        };
+        Ok(Application {
+            listener,
+            rustls,
+            state,
+            handle: Handle::new(),
+            banner,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until SIGINT or SIGTERM, then drains connections for up to 10 s.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let app = routes::router(self.state.clone());
+        let recover_state = self.state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = finalise::recover(&recover_state).await {
+                tracing::error!(error = format!("{e:#}"), "recovery after start failed");
+            }
+        });
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        let acceptor = RustlsAcceptor::new(self.rustls).handshake_timeout(Duration::from_secs(10));
+        let mut server = axum_server::from_tcp(self.listener)?
+            .acceptor(acceptor)
+            .handle(self.handle);
+        // Slow clients: headers must arrive within 30 s (bodies have their own timeouts).
+        server
+            .http_builder()
+            .http1()
+            .header_read_timeout(Duration::from_secs(30));
+        server
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await?;
+        self.state.db.close().await;
+        Ok(())
+    }
+}
+
+/// On the first start: the `admin` user (returning its one-time password) and the
+/// `Default` project.
+async fn bootstrap(db: &Db) -> anyhow::Result<Option<String>> {
+    let mut password = None;
+    if db.user_count().await? == 0 {
+        use argon2::PasswordHasher;
+        let secret = secrets::generate()[..20].to_owned();
+        let hash = argon2::Argon2::default()
+            .hash_password(secret.as_bytes())
+            .map_err(|e| anyhow::anyhow!("hashing the admin password: {e}"))?
+            .to_string();
+        if db.create_user("admin", &hash).await? {
+            password = Some(secret);
+        }
+    }
+    if db.projects().await?.is_empty() {
+        db.create_project("Default").await?;
+    }
+    Ok(password)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

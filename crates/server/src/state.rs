@@ -1,0 +1,35 @@
+//! What every request handler can reach.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::media::MediaStore;
+use crate::media::local::LocalStore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    /// Base URL of this server as devices reach it, without a trailing slash.
+    pub public_url: Arc<str>,
+    pub media: Arc<dyn MediaStore>,
+    /// The local store, when it is the media store: it also receives the part bytes.
+    pub local: Option<Arc<LocalStore>>,
+    /// `tls/ca.crt`, offered for download (none with an operator's own certificate).
+    pub ca_pem: Option<Arc<str>>,
+}
+
+impl AppState {
+    /// Access and refresh token lifetimes in milliseconds.
+    pub fn lifetimes(&self) -> (i64, i64) {
+        (
+            ms(self.config.access_token_lifetime),
+            ms(self.config.refresh_token_lifetime),
+        )
+    }
+}
+
+pub fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
