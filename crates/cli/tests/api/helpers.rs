@@ -1,0 +1,380 @@
+//! The one harness every black-box test uses: start the real `rushes serve` binary on a
+//! random port with a temporary data directory, and talk HTTPS to it with a client that
+//! trusts only the CA that server generated.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Certificate, Client, Response, StatusCode};
+use rushes_proto::asset::{Asset, UploadStatus};
+use rushes_proto::auth::{DeviceCodeResponse, GRANT_DEVICE_CODE, TokenResponse};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const MIB: usize = 1024 * 1024;
+
+pub struct TestServer {
+    pub url: String,
+    pub client: Client,
+    pub data: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    // Dropped last: the server must stop before its directory goes.
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Starts a server with the default settings.
+pub async fn spawn_app() -> TestServer {
+    spawn_app_with(&[]).await
+}
+
+/// Starts a server with extra `rushes serve` flags (e.g. `--poll-interval 1`).
+pub async fn spawn_app_with(args: &[&str]) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let (child, url) = start(&data, &args, "127.0.0.1:0");
+    let client = client_for(&data);
+    TestServer {
+        url,
+        client,
+        data,
+        args,
+        child: Some(child),
+        _dir: Some(dir),
+    }
+}
+
+fn start(data: &Path, args: &[String], listen: &str) -> (Child, String) {
+    std::fs::create_dir_all(data).expect("data dir");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("server.log"))
+        .expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rushes"))
+        .arg("serve")
+        .arg("--data")
+        .arg(data)
+        .arg("--listen")
+        .arg(listen)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("RUSHES_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start rushes serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("Rushes is running at ") {
+                    break url.trim().to_owned();
+                }
+            }
+            _ => panic!(
+                "the server exited before it was ready; log: {}",
+                read_log(data)
+            ),
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+fn read_log(data: &Path) -> String {
+    std::fs::read_to_string(data.join("server.log")).unwrap_or_default()
+}
+
+/// A client that trusts only the test server's own CA, as a camera would.
+pub fn client_for(data: &Path) -> Client {
+    let pem = std::fs::read(data.join("tls/ca.crt")).expect("ca.crt");
+    Client::builder()
+        .tls_certs_only([Certificate::from_pem(&pem).expect("CA pem")])
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+impl TestServer {
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.data)
+    }
+
+    /// SIGKILL: no shutdown handler runs, nothing is flushed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data directory and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let addr = self.url.trim_start_matches("https://").to_owned();
+        let (child, url) = start(&self.data, &self.args, &addr);
+        self.child = Some(child);
+        self.url = url;
+    }
+
+    /// Runs an admin command (`rushes --data <dir> ARGS`), returning stdout; panics on failure.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.cli_raw(args);
+        assert!(
+            out.status.success(),
+            "rushes {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn cli_raw(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_rushes"))
+            .arg("--data")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .expect("run rushes")
+    }
+
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let mut full = args.to_vec();
+        full.push("--json");
+        serde_json::from_str(&self.cli(&full)).expect("--json output is JSON")
+    }
+
+    /// `POST /v2/auth/device/code` as a multipart form, like cameras send it.
+    pub async fn request_code(&self, client_id: &str, scope: &str) -> Response {
+        let form = reqwest::multipart::Form::new()
+            .text("client_id", client_id.to_owned())
+            .text("client_secret", "test-model-secret")
+            .text("scope", scope.to_owned());
+        self.client
+            .post(self.at("/v2/auth/device/code"))
+            .header("x-client-version", "1.2.3")
+            .multipart(form)
+            .send()
+            .await
+            .expect("device/code")
+    }
+
+    pub async fn code(&self, client_id: &str, scope: &str) -> DeviceCodeResponse {
+        let res = self.request_code(client_id, scope).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.expect("device code body")
+    }
+
+    /// One device-code poll, as a urlencoded form.
+    pub async fn poll(&self, client_id: &str, device_code: &str) -> Response {
+        self.client
+            .post(self.at("/v2/auth/token"))
+            .form(&[
+                ("grant_type", GRANT_DEVICE_CODE),
+                ("client_id", client_id),
+                ("device_code", device_code),
+            ])
+            .send()
+            .await
+            .expect("token poll")
+    }
+
+    pub async fn refresh(&self, client_id: &str, refresh_token: &str) -> Response {
+        self.client
+            .post(self.at("/v2/auth/token"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", client_id),
+                ("client_secret", "test-model-secret"),
+                ("refresh_token", refresh_token),
+            ])
+            .send()
+            .await
+            .expect("refresh")
+    }
+
+    /// Requests a code, approves it for `project` through the CLI, and exchanges it.
+    pub async fn pair_into(&self, client_id: &str, scope: &str, project: &str) -> TokenResponse {
+        let code = self.code(client_id, scope).await;
+        self.cli(&["pairing", "approve", &code.user_code, "--project", project]);
+        let res = self.poll(client_id, &code.device_code).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
+        res.json().await.expect("token body")
+    }
+
+    pub async fn pair(&self, client_id: &str) -> TokenResponse {
+        self.pair_into(client_id, "asset_create offline", "Default")
+            .await
+    }
+
+    /// `POST /v2/devices/assets` with a JSON body.
+    pub async fn create_asset_raw(&self, token: &str, body: Value) -> Response {
+        self.client
+            .post(self.at("/v2/devices/assets"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("create asset")
+    }
+
+    pub async fn create_asset(&self, token: &str, name: &str, size: usize) -> Asset {
+        let res = self
+            .create_asset_raw(
+                token,
+                json!({"name": name, "filesize": size, "filetype": "video/mp4"}),
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
+        res.json().await.expect("asset body")
+    }
+
+    /// PUTs one part the way cameras do (Content-Type and x-amz-acl headers).
+    pub async fn put_part(&self, url: &str, bytes: Vec<u8>) -> Response {
+        self.client
+            .put(url)
+            .header("content-type", "video/mp4")
+            .header("x-amz-acl", "private")
+            .body(bytes)
+            .send()
+            .await
+            .expect("part PUT")
+    }
+
+    /// Uploads `data` through the asset's URLs, cutting it as the contract says.
+    pub async fn upload(&self, asset: &Asset, data: &[u8]) {
+        let part = data.len().div_ceil(asset.upload_urls.len());
+        for (i, url) in asset.upload_urls.iter().enumerate() {
+            let chunk = data[i * part..((i + 1) * part).min(data.len())].to_vec();
+            let res = self.put_part(url, chunk).await;
+            assert_eq!(
+                res.status(),
+                StatusCode::OK,
+                "part {}: {}",
+                i + 1,
+                res.text().await.unwrap_or_default()
+            );
+        }
+    }
+
+    pub async fn upload_status(&self, token: &str, asset_id: &str) -> Response {
+        self.client
+            .get(self.at(&format!("/v2/devices/assets/{asset_id}/upload")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("upload status")
+    }
+
+    /// Waits (polling the resume extension, 30 s at most) until the asset is complete.
+    pub async fn wait_complete(&self, token: &str, asset_id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status: UploadStatus = self
+                .upload_status(token, asset_id)
+                .await
+                .json()
+                .await
+                .expect("status");
+            if status.state == "complete" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "asset {asset_id} did not complete; log: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The `rushes asset list --json` entry of an asset.
+    pub fn asset_entry(&self, asset_id: &str) -> Value {
+        let list = self.cli_json(&["asset", "list"]);
+        list.as_array()
+            .and_then(|a| a.iter().find(|e| e["id"] == asset_id).cloned())
+            .unwrap_or_else(|| panic!("asset {asset_id} not listed: {list}"))
+    }
+
+    /// The finished file on disk for a listed asset.
+    pub fn asset_file(&self, entry: &Value) -> PathBuf {
+        let project = entry["project"].as_str().expect("project");
+        self.data
+            .join("media")
+            .join(project)
+            .join(entry["path"].as_str().expect("path"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Deterministic test bytes that differ per `seed` (so a misplaced part changes the hash).
+pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The detailed error body's title and status, checked for shape.
+pub async fn detailed_error(res: Response) -> (StatusCode, String, String) {
+    let status = res.status();
+    let body: Value = res.json().await.expect("error body is JSON");
+    assert_eq!(body["code"], status.as_u16(), "{body}");
+    assert_eq!(body["errors"][0]["status"], status.as_u16(), "{body}");
+    assert_eq!(body["errors"][0]["code"], status.as_u16(), "{body}");
+    assert_eq!(body["message"], body["errors"][0]["title"], "{body}");
+    (
+        status,
+        body["errors"][0]["title"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        body["errors"][0]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// The OAuth error code of a 400 from `/v2/auth/*`.
+pub async fn oauth_error(res: Response) -> String {
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body: Value = res.json().await.expect("error body is JSON");
+    body["error"].as_str().expect("error code").to_owned()
+}
