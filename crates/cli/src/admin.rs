@@ -219,6 +219,16 @@ pub async fn asset(data: &Path, cmd: AssetCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn check(data: &Path) -> anyhow::Result<()> {
+    let admin = Admin::open(data).await?;
+    let verdict = admin.db().integrity_check().await?;
+    if verdict != "ok" {
+        anyhow::bail!("the database is damaged: {verdict}");
+    }
+    println!("database: ok");
+    Ok(())
+}
+
 /// JSON array, or an aligned table of `columns`.
 fn print_rows(rows: &[Value], as_json: bool, columns: &[&str]) {
     if as_json {

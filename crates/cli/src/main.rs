@@ -46,6 +46,8 @@ enum Command {
     /// Uploaded and uploading assets.
     #[command(subcommand)]
     Asset(admin::AssetCommand),
+    /// Check the database's integrity (SQLite `PRAGMA integrity_check`).
+    Check,
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Pairing(cmd) => admin::pairing(&cli.data_dir, cmd).await,
             Command::Device(cmd) => admin::device(&cli.data_dir, cmd).await,
             Command::Asset(cmd) => admin::asset(&cli.data_dir, cmd).await,
+            Command::Check => admin::check(&cli.data_dir).await,
         }
     });
     match result {

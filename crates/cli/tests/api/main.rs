@@ -5,5 +5,8 @@ mod helpers;
 
 mod auth;
 mod basics;
+mod concurrency;
 mod devices_and_assets;
+mod durability;
+mod operations;
 mod uploads;

@@ -399,7 +399,7 @@ impl Db {
     pub async fn reserve_next_path(&self, asset: &Asset) -> DbResult<String> {
         let mut tx = self.begin_write().await?;
         let folder = asset.path.rsplit_once('/').map_or("", |(f, _)| f);
-        let name = AssetName::parse(&asset.name).map_err(|e| sqlx::Error::Protocol(e.into()))?;
+        let name = AssetName::parse(&asset.name).map_err(sqlx::Error::Protocol)?;
         let current = asset
             .path
             .rsplit_once('/')

@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn folder_names_are_single_safe_components() {
         assert_eq!(folder_name("A-cam"), "A-cam");
-        assert_eq!(folder_name("../../etc"), "_.._etc");
+        assert_eq!(folder_name("../../etc"), "_._.._etc");
         assert_eq!(folder_name(".."), "_");
         assert_eq!(folder_name(""), "_");
         assert_eq!(folder_name(".cam"), "_cam");
