@@ -6,18 +6,31 @@
 //! left `assembling` by a crash is finalised again at the next start.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::db::AssetState;
 use crate::media::{AssembleError, AssetTarget, StoredPart};
 use crate::state::AppState;
 
+/// Finalises in the background, retrying with growing pauses when the store fails (a full
+/// disk, say); whatever is still unfinished when the process stops is resumed at start.
 pub fn spawn(state: AppState, asset_id: String) {
     tokio::spawn(async move {
-        if let Err(e) = finalise(&state, &asset_id).await {
-            tracing::error!(asset = %asset_id, error = format!("{e:#}"), "finalising failed; retried at next start");
+        let mut pause = Duration::from_secs(1);
+        for attempt in 1..=RETRIES {
+            match finalise(&state, &asset_id).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(asset = %asset_id, attempt, error = format!("{e:#}"), "finalising failed");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 4).min(Duration::from_secs(300));
+                }
+            }
         }
     });
 }
+
+const RETRIES: u32 = 12;
 
 async fn finalise(state: &AppState, asset_id: &str) -> anyhow::Result<()> {
     let Some(mut asset) = state.db.asset(asset_id).await? else {
