@@ -225,7 +225,7 @@ async fn device_code_accepts_a_urlencoded_form() {
         "{body}"
     );
     // And the code it gave works all the way.
-    app.cli(&["pairing", "approve", &user_code, "--project", "Default"]);
+    app.approve(&user_code);
     let res = app
         .poll("cam-urlencoded", &str_field(&body, "device_code"))
         .await;
@@ -325,13 +325,7 @@ async fn polling_slows_down_then_recovers_at_the_new_interval_and_succeeds() {
         "a poll 6 s after slow_down"
     );
 
-    app.cli(&[
-        "pairing",
-        "approve",
-        &code.user_code,
-        "--project",
-        "Default",
-    ]);
+    app.approve(&code.user_code);
     tokio::time::sleep_until((sent + step).into()).await;
     let res = app.poll("cam-poll", &code.device_code).await;
     let body = token_body(res, 28_800).await;
@@ -371,13 +365,7 @@ async fn a_code_past_its_lifetime_answers_expired_token() {
 async fn a_device_code_can_be_exchanged_only_once() {
     let app = spawn_app().await;
     let code = app.code("cam-once", BOTH_SCOPES).await;
-    app.cli(&[
-        "pairing",
-        "approve",
-        &code.user_code,
-        "--project",
-        "Default",
-    ]);
+    app.approve(&code.user_code);
     let first = app.poll("cam-once", &code.device_code).await;
     let first = token_body(first, 28_800).await;
     let second = app.poll("cam-once", &code.device_code).await;
@@ -390,13 +378,7 @@ async fn a_device_code_can_be_exchanged_only_once() {
 async fn a_device_code_polled_by_another_client_id_is_invalid_grant() {
     let app = spawn_app().await;
     let code = app.code("cam-owner", BOTH_SCOPES).await;
-    app.cli(&[
-        "pairing",
-        "approve",
-        &code.user_code,
-        "--project",
-        "Default",
-    ]);
+    app.approve(&code.user_code);
     let res = app.poll("cam-thief", &code.device_code).await;
     assert_eq!(oauth_error(res).await, "invalid_grant");
     // The rightful device still gets its tokens.
@@ -471,13 +453,7 @@ async fn the_token_endpoint_accepts_get_with_query_parameters() {
     };
     let res = get(code.device_code.clone()).await.expect("GET token");
     assert_eq!(oauth_error(res).await, "authorization_pending");
-    app.cli(&[
-        "pairing",
-        "approve",
-        &code.user_code,
-        "--project",
-        "Default",
-    ]);
+    app.approve(&code.user_code);
     let res = get(code.device_code.clone()).await.expect("GET token");
     let body = token_body(res, 28_800).await;
     assert_authorized(&app, &str_field(&body, "access_token"), "GET-issued token").await;
@@ -487,13 +463,7 @@ async fn the_token_endpoint_accepts_get_with_query_parameters() {
 async fn a_device_code_poll_without_client_secret_succeeds() {
     let app = spawn_app().await;
     let code = app.code("cam-no-secret", BOTH_SCOPES).await;
-    app.cli(&[
-        "pairing",
-        "approve",
-        &code.user_code,
-        "--project",
-        "Default",
-    ]);
+    app.approve(&code.user_code);
     let res = token_with(
         &app,
         &[
@@ -515,13 +485,7 @@ async fn a_device_code_poll_without_client_secret_succeeds() {
 async fn without_offline_no_refresh_token_is_issued() {
     let app = spawn_app().await;
     let code = app.code("cam-online-only", "asset_create").await;
-    app.cli(&[
-        "pairing",
-        "approve",
-        &code.user_code,
-        "--project",
-        "Default",
-    ]);
+    app.approve(&code.user_code);
     let res = app.poll("cam-online-only", &code.device_code).await;
     let body = token_body(res, 28_800).await;
     assert!(
@@ -722,13 +686,7 @@ async fn revoking_the_refresh_token_also_ends_the_access_token() {
 async fn an_expired_access_token_is_refused_but_refresh_still_works() {
     let app = spawn_app_with(&["--access-token-lifetime", "1"]).await;
     let code = app.code("cam-short", BOTH_SCOPES).await;
-    app.cli(&[
-        "pairing",
-        "approve",
-        &code.user_code,
-        "--project",
-        "Default",
-    ]);
+    app.approve(&code.user_code);
     let res = app.poll("cam-short", &code.device_code).await;
     let body = token_body(res, 1).await;
     let access = str_field(&body, "access_token");

@@ -73,7 +73,7 @@ async fn pair_named(app: &TestServer, client_id: &str, name: &str) -> String {
     let code: Value = res.json().await.expect("code body");
     let user_code = code["user_code"].as_str().expect("user_code");
     let device_code = code["device_code"].as_str().expect("device_code");
-    app.cli(&["pairing", "approve", user_code, "--project", "Default"]);
+    app.approve(user_code);
     let res = app.poll(client_id, device_code).await;
     assert_eq!(res.status(), StatusCode::OK);
     let tokens: Value = res.json().await.expect("token body");

@@ -202,6 +202,11 @@ impl TestServer {
             .expect("refresh")
     }
 
+    /// Approves a pending code for the `Default` project through the CLI.
+    pub fn approve(&self, user_code: &str) {
+        self.cli(&["pairing", "approve", user_code, "--project", "Default"]);
+    }
+
     /// Requests a code, approves it for `project` through the CLI, and exchanges it.
     pub async fn pair_into(&self, client_id: &str, scope: &str, project: &str) -> TokenResponse {
         let code = self.code(client_id, scope).await;
