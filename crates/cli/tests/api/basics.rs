@@ -82,3 +82,87 @@ async fn a_restart_reuses_certificates_users_and_projects() {
     let res = app.client.get(app.at("/health")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn tls_1_2_and_http_1_1_clients_are_served_as_well_as_tls_1_3_and_http_2() {
+    // Camera TLS stacks vary: some stop at TLS 1.2 and HTTP/1.1.
+    let app = spawn_app().await;
+    let pem = std::fs::read(app.data.join("tls/ca.crt")).unwrap();
+    let old = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .tls_version_max(reqwest::tls::Version::TLS_1_2)
+        .http1_only()
+        .build()
+        .unwrap();
+    let res = old.get(app.at("/health")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.version(), reqwest::Version::HTTP_11);
+    let new = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .tls_version_min(reqwest::tls::Version::TLS_1_3)
+        .build()
+        .unwrap();
+    let res = new.get(app.at("/health")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn the_server_certificate_names_what_the_operator_asked_for() {
+    let app = spawn_app_with(&["--tls-name", "api.frame.io"]).await;
+    let pem = std::fs::read(app.data.join("tls/ca.crt")).unwrap();
+    // Reach the test server under the camera's host name.
+    let addr: std::net::SocketAddr = app.url.trim_start_matches("https://").parse().unwrap();
+    let camera = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .resolve("api.frame.io", addr)
+        .build()
+        .unwrap();
+    let res = camera
+        .get(format!("https://api.frame.io:{}/health", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Upload URLs follow the host the device used.
+    let code: serde_json::Value = camera
+        .post(format!(
+            "https://api.frame.io:{}/v2/auth/device/code",
+            addr.port()
+        ))
+        .form(&[
+            ("client_id", "named"),
+            ("client_secret", "s"),
+            ("scope", "asset_create"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        code["verification_uri"],
+        format!("https://api.frame.io:{}/pair", addr.port())
+    );
+}
+
+#[tokio::test]
+async fn public_url_sets_the_base_of_pairing_and_upload_urls() {
+    let app = spawn_app_with(&["--public-url", "https://rushes.example.net/"]).await;
+    let code = app.code("public-url-cam", "asset_create").await;
+    assert_eq!(code.verification_uri, "https://rushes.example.net/pair");
+    app.approve(&code.user_code);
+    let tokens: rushes_proto::auth::TokenResponse = app
+        .poll("public-url-cam", &code.device_code)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let asset = app.create_asset(&tokens.access_token, "p.mp4", 10).await;
+    assert!(
+        asset.upload_urls[0].starts_with("https://rushes.example.net/upload/"),
+        "{}",
+        asset.upload_urls[0]
+    );
+}
