@@ -93,6 +93,7 @@ pub async fn run(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     let banner = &app.banner;
     println!("Rushes is running at {}", banner.url);
+    println!("  listening on {}", banner.listening_on);
     if let (Some(path), Some(fingerprint)) = (&banner.ca_path, &banner.ca_fingerprint) {
         println!(
             "  root certificate: {} (also at {}/ca.crt)",

@@ -19,6 +19,8 @@ use crate::{finalise, routes, secrets, tls};
 /// What the operator must be told at start.
 pub struct Banner {
     pub url: String,
+    /// The bound address (the port is known even when asked for port 0).
+    pub listening_on: SocketAddr,
     pub ca_path: Option<std::path::PathBuf>,
     pub ca_fingerprint: Option<String>,
     /// The `admin` user's password, only on the start that created it.
@@ -81,6 +83,7 @@ impl Application {
                 .context("loading the TLS certificate and key")?;
         let banner = Banner {
             url: public_url.clone(),
+            listening_on: local_addr,
             ca_path: tls.ca.as_ref().map(|ca| ca.path.clone()),
             ca_fingerprint: tls.ca.as_ref().map(|ca| ca.fingerprint.clone()),
             admin_password,

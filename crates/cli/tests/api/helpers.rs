@@ -72,8 +72,9 @@ fn start(data: &Path, args: &[String], listen: &str) -> (Child, String) {
     let url = loop {
         match lines.next() {
             Some(Ok(line)) => {
-                if let Some(url) = line.strip_prefix("Rushes is running at ") {
-                    break url.trim().to_owned();
+                // Connect to the bound address, whatever --public-url says.
+                if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                    break format!("https://{addr}");
                 }
             }
             _ => panic!(
