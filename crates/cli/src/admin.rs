@@ -39,7 +39,15 @@ pub enum PairingCommand {
 
 #[derive(Subcommand)]
 pub enum DeviceCommand {
-    /// List devices.
+    /// (device) Pair this computer with a server as a C2C device.
+    Pair(crate::device::PairArgs),
+    /// (device) Server, project, token expiry and upload queue of this device.
+    Status(JsonFlag),
+    /// (device) Upload files, with progress; resumes where a previous run stopped.
+    Upload(crate::device::UploadArgs),
+    /// (device) Upload every new file of a folder, growing files as they record.
+    Watch(crate::device::WatchArgs),
+    /// (server) List devices.
     List {
         /// Only devices paired with this project.
         #[arg(long)]
@@ -47,12 +55,13 @@ pub enum DeviceCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Refuse uploads of clips recorded from now on (409 Channel Paused).
+    /// (server) Refuse uploads of clips recorded from now on (409 Channel Paused).
     Pause { device: String },
-    /// Accept uploads again.
+    /// (server) Accept uploads again.
     Resume { device: String },
-    /// Revoke the device's tokens; it must pair again.
-    Unpair { device: String },
+    /// With DEVICE (server): revoke that device's tokens, it must pair again. Without
+    /// (device): unpair this computer.
+    Unpair { device: Option<String> },
 }
 
 #[derive(Subcommand)]
@@ -128,14 +137,19 @@ pub async fn pairing(data: &Path, cmd: PairingCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn device(data: &Path, cmd: DeviceCommand) -> anyhow::Result<()> {
-    let admin = Admin::open(data).await?;
+pub async fn device(data: &Path, state: &Path, cmd: DeviceCommand) -> anyhow::Result<()> {
     match cmd {
+        DeviceCommand::Pair(args) => crate::device::pair(state, args).await,
+        DeviceCommand::Status(flag) => crate::device::status(state, flag.json).await,
+        DeviceCommand::Upload(args) => crate::device::upload(state, args).await,
+        DeviceCommand::Watch(args) => crate::device::watch(state, args).await,
+        DeviceCommand::Unpair { device: None } => crate::device::unpair(state).await,
         DeviceCommand::List {
             project,
             json: flag,
         } => {
-            let rows: Vec<Value> = admin
+            let rows: Vec<Value> = Admin::open(data)
+                .await?
                 .devices(project.as_deref())
                 .await?
                 .into_iter()
@@ -160,24 +174,29 @@ pub async fn device(data: &Path, cmd: DeviceCommand) -> anyhow::Result<()> {
                     "id",
                 ],
             );
+            Ok(())
         }
         DeviceCommand::Pause { device } => {
-            let d = admin.pause(&device).await?;
+            let d = Admin::open(data).await?.pause(&device).await?;
             println!(
                 "paused {:?}: clips recorded from now on are refused",
                 d.name
             );
+            Ok(())
         }
         DeviceCommand::Resume { device } => {
-            let d = admin.resume(&device).await?;
+            let d = Admin::open(data).await?.resume(&device).await?;
             println!("resumed {:?}", d.name);
+            Ok(())
         }
-        DeviceCommand::Unpair { device } => {
-            let d = admin.unpair(&device).await?;
+        DeviceCommand::Unpair {
+            device: Some(device),
+        } => {
+            let d = Admin::open(data).await?.unpair(&device).await?;
             println!("unpaired {:?}: its tokens no longer work", d.name);
+            Ok(())
         }
     }
-    Ok(())
 }
 
 pub async fn asset(data: &Path, cmd: AssetCommand) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 //! `asset` administer a server's data directory from the terminal.
 
 mod admin;
+mod device;
 mod serve;
 
 use std::path::PathBuf;
@@ -26,6 +27,16 @@ struct Cli {
     )]
     data_dir: PathBuf,
 
+    /// Device state directory (identity, credentials, upload journal) for the device
+    /// commands [default: ~/.config/rushes/device].
+    #[arg(
+        long = "state",
+        global = true,
+        env = "RUSHES_DEVICE_STATE",
+        value_name = "DIR"
+    )]
+    state_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -40,7 +51,8 @@ enum Command {
     /// Devices waiting for approval: list, approve or deny their codes.
     #[command(subcommand)]
     Pairing(admin::PairingCommand),
-    /// Paired devices: list, pause, resume, unpair.
+    /// Devices. On the server: list, pause, resume, unpair DEVICE. On a device: pair,
+    /// status, upload, watch, unpair.
     #[command(subcommand)]
     Device(admin::DeviceCommand),
     /// Uploaded and uploading assets.
@@ -67,7 +79,10 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(cli.data_dir, args).await,
             Command::Project(cmd) => admin::project(&cli.data_dir, cmd).await,
             Command::Pairing(cmd) => admin::pairing(&cli.data_dir, cmd).await,
-            Command::Device(cmd) => admin::device(&cli.data_dir, cmd).await,
+            Command::Device(cmd) => {
+                let state = cli.state_dir.unwrap_or_else(device::default_state_dir);
+                admin::device(&cli.data_dir, &state, cmd).await
+            }
             Command::Asset(cmd) => admin::asset(&cli.data_dir, cmd).await,
             Command::Check => admin::check(&cli.data_dir).await,
         }

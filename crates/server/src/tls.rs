@@ -5,8 +5,8 @@
 //! `server.crt` (leaf + CA chain), `server.key`, `server.names` (what the leaf was made
 //! for). RSA-2048 throughout: not every camera's TLS stack is known to accept ECDSA. The
 //! CA is reused forever; the leaf is remade when the names change or it nears expiry.
+//! Every file is replaced atomically, the keys with mode 0600.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -18,6 +18,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
+
+use rushes_proto::atomic_file::write as write_atomic;
 
 use crate::config::Config;
 
@@ -179,28 +181,4 @@ pub fn fingerprint(pem: &str) -> anyhow::Result<String> {
         .filter_map(|i| hex.get(i..i + 2))
         .collect();
     Ok(pairs.join(":"))
-}
-
-/// Writes a file so that a crash leaves either the old or the new content, never a torn
-/// one: temporary file, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let temp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
