@@ -384,3 +384,64 @@ pub async fn oauth_error(res: Response) -> String {
     let body: Value = res.json().await.expect("error body is JSON");
     body["error"].as_str().expect("error code").to_owned()
 }
+
+/// A `rushes device ...` command for the device whose state lives in `state`.
+pub fn device_command(state: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rushes"));
+    cmd.arg("--state").arg(state).arg("device").args(args);
+    cmd
+}
+
+impl TestServer {
+    /// Pairs a device state directory through the real `rushes device pair` command: reads
+    /// the code it prints, approves it with the admin command, and waits for it to finish.
+    /// `server_url` lets a test pair through a proxy; `None` means this server directly.
+    pub fn pair_device_cli(&self, state: &Path, name: &str, server_url: Option<&str>) {
+        let server = server_url.unwrap_or(&self.url).to_owned();
+        let ca = self.data.join("tls/ca.crt");
+        let mut child = device_command(
+            state,
+            &[
+                "pair",
+                "--server",
+                &server,
+                "--ca",
+                ca.to_str().unwrap(),
+                "--name",
+                name,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rushes device pair");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let code = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(code) = line.strip_prefix("Pairing code: ") {
+                        break code.trim().to_owned();
+                    }
+                }
+                _ => panic!(
+                    "rushes device pair exited without a code: {:?}",
+                    child.wait_with_output()
+                ),
+            }
+        };
+        self.approve(&code);
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let status = child.wait().expect("pair finishes");
+        assert!(status.success(), "rushes device pair failed: {rest:?}");
+        assert!(rest.iter().any(|l| l.starts_with("Paired as")), "{rest:?}");
+    }
+}
+
+/// Parses `--json` event lines printed by `rushes device upload|watch`.
+pub fn json_events(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}

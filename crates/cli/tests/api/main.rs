@@ -1,12 +1,18 @@
-//! Black-box tests of `rushes serve`: the real binary, HTTPS, a temporary data directory.
+//! Black-box tests of `rushes serve` and `rushes device`: the real binary, HTTPS, temporary
+//! data and state directories.
 #![allow(dead_code)] // Not every test file uses every helper.
 
 mod helpers;
 
 mod auth;
 mod basics;
+mod client_basics;
+mod client_faults;
+mod client_resilience;
+mod client_watch;
 mod concurrency;
 mod devices_and_assets;
 mod durability;
+mod fault_proxy;
 mod operations;
 mod uploads;
