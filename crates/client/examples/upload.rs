@@ -24,12 +24,18 @@ async fn main() -> anyhow::Result<()> {
         Ok(device) => device,
         Err(Error::NotPaired) => {
             let options = PairOptions {
-                server: ServerOptions { server, ca: Some(ca.into()) },
+                server: ServerOptions {
+                    server,
+                    ca: Some(ca.into()),
+                },
                 state_dir: state.clone(),
                 name: Some("example device".into()),
             };
             rushes_client::pair(options, |code| {
-                println!("approve code {} at {}", code.user_code, code.verification_uri_complete)
+                println!(
+                    "approve code {} at {}",
+                    code.user_code, code.verification_uri_complete
+                )
             })
             .await?
         }
@@ -45,6 +51,9 @@ async fn main() -> anyhow::Result<()> {
     device.enqueue(&files).await?;
     let summary = device.upload_queue().await?;
     printer.abort();
-    println!("{} uploaded, {} failed, {} refused", summary.completed, summary.failed, summary.paused_rejected);
+    println!(
+        "{} uploaded, {} failed, {} refused",
+        summary.completed, summary.failed, summary.paused_rejected
+    );
     Ok(())
 }

@@ -271,21 +271,8 @@ impl Device {
                     offset: Some(seconds_since(meta.modified().ok())),
                     ..CreateAsset::default()
                 };
-                let created = self
-                    .retrying(Some(&path), || {
-                        let api = self.session.api.clone();
-                        let body = body.clone();
-                        self.session.call(move |t| {
-                            let api = api.clone();
-                            let body = body.clone();
-                            async move { api.create_asset(&t, &body).await }
-                        })
-                    })
-                    .await;
-                let value = match created {
-                    Ok(v) => v,
-                    Err(e) if e.status() == Some(409) => return Ok(Outcome::Paused),
-                    Err(e) => return Err(e),
+                let Some(value) = self.create_asset(&path, &body).await? else {
+                    return Ok(Outcome::Paused);
                 };
                 let asset: Asset = serde_json::from_value(value).map_err(Error::other)?;
                 let count = asset.upload_urls.len() as u32;
@@ -418,6 +405,38 @@ impl Device {
             size: len,
         });
         Ok(Outcome::Done)
+    }
+
+    /// An authenticated API call, retried through transient failures, refreshed on a 401.
+    pub(crate) async fn authed<T, F, Fut>(&self, file: Option<&Path>, op: F) -> Result<T, Error>
+    where
+        F: Fn(Api, String) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        self.retrying(file, || {
+            self.session
+                .call(|token| op(self.session.api.clone(), token))
+        })
+        .await
+    }
+
+    /// Creates an asset for `path`; `None` when the server refuses it because the device
+    /// is paused for the recording's time (409).
+    pub(crate) async fn create_asset(
+        &self,
+        path: &Path,
+        body: &CreateAsset,
+    ) -> Result<Option<serde_json::Value>, Error> {
+        match self
+            .authed(Some(path), |api, token| async move {
+                api.create_asset(&token, body).await
+            })
+            .await
+        {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if e.status() == Some(409) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The resume extension, retried like any other step.

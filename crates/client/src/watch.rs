@@ -391,17 +391,10 @@ impl Device {
             asset_filesize: final_size,
             asset_name: None,
         };
+        let body = &body;
         let urls = self
-            .retrying(Some(path), || {
-                let api = self.session.api.clone();
-                let body = body.clone();
-                let id = asset_id.to_owned();
-                self.session.call(move |t| {
-                    let api = api.clone();
-                    let body = body.clone();
-                    let id = id.clone();
-                    async move { api.register_parts(&t, &id, &body).await }
-                })
+            .authed(Some(path), |api, token| async move {
+                api.register_parts(&token, asset_id, body).await
             })
             .await?;
         self.journal
