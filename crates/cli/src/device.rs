@@ -195,10 +195,10 @@ async fn report(events: impl futures_util::Stream<Item = Event> + Send + 'static
     let mut events = Box::pin(events);
     if json {
         while let Some(event) = events.next().await {
-            if !matches!(event, Event::Progress { .. }) {
-                if let Ok(line) = serde_json::to_string(&event) {
-                    println!("{line}");
-                }
+            if !matches!(event, Event::Progress { .. })
+                && let Ok(line) = serde_json::to_string(&event)
+            {
+                println!("{line}");
             }
         }
         return;

@@ -1,6 +1,7 @@
 //! Black-box tests of `rushes serve` and `rushes device`: the real binary, HTTPS, temporary
 //! data and state directories.
 #![allow(dead_code)] // Not every test file uses every helper.
+#![allow(clippy::unwrap_used)] // A test that cannot go on should panic.
 
 mod helpers;
 
