@@ -135,12 +135,13 @@ pub async fn upload(state: &Path, args: UploadArgs) -> anyhow::Result<()> {
         ..UploadOptions::default()
     });
     let reporter = tokio::spawn(report(device.events(), args.json));
-    device.enqueue(&args.files).await?;
+    let queued = device.enqueue(&args.files).await?;
     let summary = cancellable(device.upload_queue()).await;
     // Let the reporter print the last events.
     tokio::time::sleep(Duration::from_millis(50)).await;
     reporter.abort();
-    let summary = summary?;
+    let mut summary = summary?;
+    summary.failed += queued.failed;
     if args.json {
         println!(
             "{}",
@@ -215,6 +216,14 @@ async fn report(events: impl futures_util::Stream<Item = Event> + Send + 'static
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
+    // Progress bars only draw on a terminal; elsewhere, per-file lines go to stderr.
+    let say = |line: String| {
+        if bars.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            let _ = bars.println(line);
+        }
+    };
     let (mut queued, mut done, mut failed, mut paused) = (0u64, 0u64, 0u64, 0u64);
     let mut current: Option<ProgressBar> = None;
     let counts = |q: u64, d: u64, f: u64, p: u64| {
@@ -259,24 +268,21 @@ async fn report(events: impl futures_util::Stream<Item = Event> + Send + 'static
                 if let Some(bar) = current.take() {
                     bar.finish_and_clear();
                 }
-                bars.println(format!("uploaded {}", file.display())).ok();
+                say(format!("uploaded {}", file.display()));
             }
             Event::Failed { file, error } => {
                 failed += 1;
-                bars.println(format!("FAILED {}: {error}", file.display()))
-                    .ok();
+                say(format!("FAILED {}: {error}", file.display()));
             }
             Event::PausedRejected { file } => {
                 paused += 1;
-                bars.println(format!(
+                say(format!(
                     "refused {} (the device is paused on the server)",
                     file.display()
-                ))
-                .ok();
+                ));
             }
             Event::AlreadyUploaded { file } => {
-                bars.println(format!("already uploaded {}", file.display()))
-                    .ok();
+                say(format!("already uploaded {}", file.display()));
             }
             Event::Retrying { error, in_secs, .. } => {
                 total.set_message(format!(
@@ -287,11 +293,10 @@ async fn report(events: impl futures_util::Stream<Item = Event> + Send + 'static
             }
             Event::Recording { file } => {
                 queued += 1;
-                bars.println(format!(
+                say(format!(
                     "recording {} (uploading as it grows)",
                     file.display()
-                ))
-                .ok();
+                ));
             }
             Event::PartDone { .. } => {}
         }

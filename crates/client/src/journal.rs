@@ -48,7 +48,7 @@ pub struct QueueCounts {
 }
 
 /// What [`Journal::enqueue`] did.
-pub(crate) enum Enqueued {
+pub(crate) enum Queueing {
     New,
     /// The same path, size and mtime finished uploading before.
     AlreadyUploaded,
@@ -86,7 +86,7 @@ impl Journal {
 
     /// Queues a file unless the same path, size and mtime is queued or uploaded already.
     /// A file that failed or was refused before is queued again.
-    pub async fn enqueue(&self, path: &Path, size: u64, mtime_ns: i64) -> Result<Enqueued, Error> {
+    pub async fn enqueue(&self, path: &Path, size: u64, mtime_ns: i64) -> Result<Queueing, Error> {
         let path = path.to_string_lossy();
         let existing: Option<String> = sqlx::query_scalar(
             "SELECT state FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
@@ -97,8 +97,8 @@ impl Journal {
         .fetch_optional(&self.pool)
         .await?;
         match existing.as_deref().map(FileState::parse) {
-            Some(FileState::Complete) => Ok(Enqueued::AlreadyUploaded),
-            Some(FileState::Queued | FileState::Uploading) => Ok(Enqueued::Pending),
+            Some(FileState::Complete) => Ok(Queueing::AlreadyUploaded),
+            Some(FileState::Queued | FileState::Uploading) => Ok(Queueing::Pending),
             Some(FileState::Failed | FileState::PausedRejected) => {
                 sqlx::query(
                     "UPDATE files SET state = 'queued', error = NULL, asset_id = NULL, part_count = NULL,
@@ -110,7 +110,7 @@ impl Journal {
                 .bind(mtime_ns)
                 .execute(&self.pool)
                 .await?;
-                Ok(Enqueued::New)
+                Ok(Queueing::New)
             }
             None => {
                 sqlx::query("INSERT INTO files (path, size, mtime_ns, state, queued_at) VALUES (?, ?, ?, 'queued', ?)")
@@ -120,7 +120,7 @@ impl Journal {
                     .bind(now_ms())
                     .execute(&self.pool)
                     .await?;
-                Ok(Enqueued::New)
+                Ok(Queueing::New)
             }
         }
     }

@@ -43,7 +43,7 @@ pub use credentials::DeviceIdentity;
 pub use error::Error;
 pub use events::{Event, FileState};
 pub use pairing::{PairOptions, PairingCode, pair};
-pub use upload::{Device, Status, Summary, UploadOptions};
+pub use upload::{Device, Enqueued, Status, Summary, UploadOptions};
 pub use watch::WatchOptions;
 
 /// The `client_secret` of this software as a device model. Not a secret: it ships in the

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::api::{Api, Progress};
 use crate::credentials;
 use crate::events::{Event, Events, FileState};
-use crate::journal::{Enqueued, FileRow, Journal, QueueCounts};
+use crate::journal::{FileRow, Journal, QueueCounts, Queueing};
 use crate::session::Session;
 use crate::{Error, ServerOptions};
 
@@ -42,6 +42,15 @@ pub struct Summary {
     pub completed: u64,
     pub failed: u64,
     pub paused_rejected: u64,
+}
+
+/// What [`Device::enqueue`] did with the paths it was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    pub queued: u64,
+    pub already_uploaded: u64,
+    /// Paths that are missing, unreadable or not files.
+    pub failed: u64,
 }
 
 /// What `rushes device status` shows.
@@ -142,26 +151,20 @@ impl Device {
             .await
     }
 
-    /// Queues files for upload. Returns how many were newly queued; files uploaded before
-    /// (same path, size and mtime) are skipped.
-    pub async fn enqueue(&self, paths: &[PathBuf]) -> Result<usize, Error> {
-        let mut queued = 0;
+    /// Queues files for upload; files uploaded before (same path, size and mtime) are
+    /// skipped. Paths that are not readable files are reported (an [`Event::Failed`] each)
+    /// and counted, not queued.
+    pub async fn enqueue(&self, paths: &[PathBuf]) -> Result<Enqueued, Error> {
+        let mut report = Enqueued::default();
         for path in paths {
             let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
             let meta = match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => m,
-                Ok(_) => {
-                    self.events.emit(Event::Failed {
-                        file: path,
-                        error: "not a regular file".into(),
-                    });
-                    continue;
-                }
-                Err(e) => {
-                    self.events.emit(Event::Failed {
-                        file: path,
-                        error: e.to_string(),
-                    });
+                other => {
+                    let error =
+                        other.map_or_else(|e| e.to_string(), |_| "not a regular file".into());
+                    report.failed += 1;
+                    self.events.emit(Event::Failed { file: path, error });
                     continue;
                 }
             };
@@ -170,20 +173,21 @@ impl Device {
                 .enqueue(&path, meta.len(), mtime_ns(&meta))
                 .await?
             {
-                Enqueued::New => {
-                    queued += 1;
+                Queueing::New => {
+                    report.queued += 1;
                     self.events.emit(Event::Queued {
                         file: path,
                         size: meta.len(),
                     });
                 }
-                Enqueued::AlreadyUploaded => {
-                    self.events.emit(Event::AlreadyUploaded { file: path })
+                Queueing::AlreadyUploaded => {
+                    report.already_uploaded += 1;
+                    self.events.emit(Event::AlreadyUploaded { file: path });
                 }
-                Enqueued::Pending => {}
+                Queueing::Pending => {}
             }
         }
-        Ok(queued)
+        Ok(report)
     }
 
     /// Uploads everything queued, oldest first, until the queue is empty. A file that

@@ -173,7 +173,7 @@ impl Device {
                 if now.duration_since(entry.changed_at) >= options.settle {
                     seen.remove(&path);
                     if !self.journal.is_uploaded(&path, size, mtime).await?
-                        && self.enqueue(&[path]).await? > 0
+                        && self.enqueue(&[path]).await?.queued > 0
                     {
                         queued_any = true;
                     }
