@@ -58,3 +58,98 @@ async fn a_paired_computer_uploads_files_with_their_sha256_intact() {
         1
     );
 }
+
+/// Starts `rushes device pair` and returns it with the code it printed.
+fn start_pairing(app: &TestServer, state: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let ca = app.data.join("tls/ca.crt");
+    let mut child = device_command(
+        state,
+        &["pair", "--server", &app.url, "--ca", ca.to_str().unwrap()],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let code = lines
+        .find_map(|l| l.ok()?.strip_prefix("Pairing code: ").map(str::to_owned))
+        .expect("a pairing code");
+    std::thread::spawn(move || for _ in lines {});
+    (child, code)
+}
+
+#[tokio::test]
+async fn a_denied_pairing_ends_with_a_clear_message_and_no_pairing() {
+    let app = spawn_app_with(&["--poll-interval", "1"]).await;
+    let state = tempfile::tempdir().unwrap();
+    let (child, code) = start_pairing(&app, state.path());
+    app.cli(&["pairing", "deny", &code]);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("denied"),
+        "{out:?}"
+    );
+    let status = device_command(state.path(), &["status"]).output().unwrap();
+    assert!(!status.status.success());
+    assert!(String::from_utf8_lossy(&status.stderr).contains("not paired"));
+}
+
+#[tokio::test]
+async fn an_expired_pairing_code_ends_with_a_clear_message() {
+    let app = spawn_app_with(&["--poll-interval", "1", "--code-lifetime", "2"]).await;
+    let state = tempfile::tempdir().unwrap();
+    let (child, _code) = start_pairing(&app, state.path());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expired"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn pairing_shows_the_code_the_link_and_the_project_it_joined() {
+    let app = spawn_app().await;
+    app.cli(&["project", "create", "Feature"]);
+    let state = tempfile::tempdir().unwrap();
+    let ca = app.data.join("tls/ca.crt");
+    let mut child = device_command(
+        state.path(),
+        &[
+            "pair",
+            "--server",
+            &app.url,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--name",
+            "Cart",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    use std::io::{BufRead, BufReader};
+    let mut lines = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let code = lines
+        .find_map(|l| l.strip_prefix("Pairing code: ").map(str::to_owned))
+        .unwrap();
+    let link = lines.next().unwrap();
+    assert_eq!(link, format!("Approve it at {}/pair?code={code}", app.url));
+    app.cli(&["pairing", "approve", &code, "--project", "Feature"]);
+    let rest: Vec<String> = lines.collect();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        rest.iter()
+            .any(|l| l == &format!("Paired as \"Cart\" with project \"Feature\" on {}", app.url)),
+        "{rest:?}"
+    );
+    // The QR code of the link was drawn with block characters.
+    assert!(
+        rest.iter().any(|l| l.contains('█') || l.contains('▀')),
+        "{rest:?}"
+    );
+}
