@@ -207,7 +207,7 @@ async fn report(events: impl futures_util::Stream<Item = Event> + Send + 'static
     let bars = MultiProgress::new();
     let total = bars.add(ProgressBar::new(0));
     total.set_style(
-        ProgressStyle::with_template("{msg}\n[{bar:40}] {bytes}/{total_bytes} left {eta}")
+        ProgressStyle::with_template("{msg}\n[{bar:40}] {bytes}/{total_bytes} sent, eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
@@ -225,6 +225,8 @@ async fn report(events: impl futures_util::Stream<Item = Event> + Send + 'static
         }
     };
     let (mut queued, mut done, mut failed, mut paused) = (0u64, 0u64, 0u64, 0u64);
+    // Files that can fail without ever being queued (missing paths) still count as files.
+    let mut known = std::collections::HashSet::new();
     let mut current: Option<ProgressBar> = None;
     let counts = |q: u64, d: u64, f: u64, p: u64| {
         format!(
@@ -234,7 +236,8 @@ async fn report(events: impl futures_util::Stream<Item = Event> + Send + 'static
     };
     while let Some(event) = events.next().await {
         match event {
-            Event::Queued { size, .. } => {
+            Event::Queued { file, size } => {
+                known.insert(file);
                 queued += 1;
                 total.inc_length(size);
             }
@@ -272,6 +275,9 @@ async fn report(events: impl futures_util::Stream<Item = Event> + Send + 'static
             }
             Event::Failed { file, error } => {
                 failed += 1;
+                if known.insert(file.clone()) {
+                    queued += 1;
+                }
                 say(format!("FAILED {}: {error}", file.display()));
             }
             Event::PausedRejected { file } => {
