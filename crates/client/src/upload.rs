@@ -365,21 +365,7 @@ impl Device {
         let (offset, len) = (plan.offset(number), plan.len(number));
         let mut renewed = false;
         loop {
-            let result = self
-                .retrying(Some(path), || {
-                    let events = self.events.clone();
-                    let file = path.to_owned();
-                    let progress: Progress = Arc::new(move |bytes| {
-                        events.emit(Event::Progress {
-                            file: file.clone(),
-                            bytes,
-                        })
-                    });
-                    self.session
-                        .api
-                        .put_part(&url, path, offset, len, content_type, progress)
-                })
-                .await;
+            let result = self.send_part(&url, path, offset, len, content_type).await;
             match result {
                 Ok(()) => break,
                 // Expired (or refused) URL: ask for a fresh one, once.
@@ -409,6 +395,31 @@ impl Device {
             size: len,
         });
         Ok(Outcome::Done)
+    }
+
+    /// PUTs one part, retried through transient failures, reporting progress as it goes.
+    pub(crate) async fn send_part(
+        &self,
+        url: &str,
+        path: &Path,
+        offset: u64,
+        len: u64,
+        content_type: &str,
+    ) -> Result<(), Error> {
+        self.retrying(Some(path), || {
+            let events = self.events.clone();
+            let file = path.to_owned();
+            let progress: Progress = Arc::new(move |bytes| {
+                events.emit(Event::Progress {
+                    file: file.clone(),
+                    bytes,
+                })
+            });
+            self.session
+                .api
+                .put_part(url, path, offset, len, content_type, progress)
+        })
+        .await
     }
 
     /// An authenticated API call, retried through transient failures, refreshed on a 401.

@@ -430,20 +430,8 @@ impl Device {
         is_final: bool,
         url: String,
     ) -> Result<(), Error> {
-        self.retrying(Some(path), || {
-            let events = self.events.clone();
-            let file = path.to_owned();
-            let progress: crate::api::Progress = Arc::new(move |bytes| {
-                events.emit(Event::Progress {
-                    file: file.clone(),
-                    bytes,
-                })
-            });
-            self.session
-                .api
-                .put_part(&url, path, offset, size, content_type, progress)
-        })
-        .await?;
+        self.send_part(&url, path, offset, size, content_type)
+            .await?;
         self.journal
             .record_part(file_id, number, size, is_final, true)
             .await?;
