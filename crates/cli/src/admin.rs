@@ -21,6 +21,39 @@ pub enum ProjectCommand {
     Create { name: String },
     /// List projects.
     List(JsonFlag),
+    /// Let a web user see a project (administrators see every project).
+    AddMember { project: String, user: String },
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create a web user; prints its password once.
+    Add {
+        name: String,
+        /// Administrators see every project.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Give a user a new password (printed once) and sign them out everywhere.
+    Password { name: String },
+}
+
+pub async fn user(data: &Path, cmd: UserCommand) -> anyhow::Result<()> {
+    let admin = Admin::open(data).await?;
+    match cmd {
+        UserCommand::Add {
+            name,
+            admin: is_admin,
+        } => {
+            let password = admin.add_user(&name, is_admin).await?;
+            println!("created user {name:?}; password (shown only this once): {password}");
+        }
+        UserCommand::Password { name } => {
+            let password = admin.reset_password(&name).await?;
+            println!("new password for {name:?} (shown only this once): {password}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -81,6 +114,10 @@ pub async fn project(data: &Path, cmd: ProjectCommand) -> anyhow::Result<()> {
         ProjectCommand::Create { name } => {
             let p = admin.create_project(&name).await?;
             println!("created project {:?} ({})", p.name, p.id);
+        }
+        ProjectCommand::AddMember { project, user } => {
+            admin.add_member(&project, &user).await?;
+            println!("{user:?} is a member of {project:?}");
         }
         ProjectCommand::List(flag) => {
             let rows: Vec<Value> = admin

@@ -58,6 +58,9 @@ enum Command {
     /// Uploaded and uploading assets.
     #[command(subcommand)]
     Asset(admin::AssetCommand),
+    /// Web users: add, reset a password.
+    #[command(subcommand)]
+    User(admin::UserCommand),
     /// Check the database's integrity (SQLite `PRAGMA integrity_check`).
     Check,
 }
@@ -84,6 +87,7 @@ fn main() -> std::process::ExitCode {
                 admin::device(&cli.data_dir, &state, cmd).await
             }
             Command::Asset(cmd) => admin::asset(&cli.data_dir, cmd).await,
+            Command::User(cmd) => admin::user(&cli.data_dir, cmd).await,
             Command::Check => admin::check(&cli.data_dir).await,
         }
     });

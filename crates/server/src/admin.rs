@@ -57,6 +57,49 @@ impl Admin {
             .ok_or_else(|| anyhow!("no project named {name:?} (see `rushes project list`)"))
     }
 
+    /// Creates a web user and returns its generated password (shown once).
+    pub async fn add_user(&self, name: &str, admin: bool) -> anyhow::Result<String> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.chars().count() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_alphanumeric() || "._-@".contains(c))
+        {
+            bail!("a user name is 1 to 64 letters, digits, '.', '_', '-' or '@'");
+        }
+        let password = crate::passwords::generate();
+        if !self
+            .db
+            .add_user(name, &crate::passwords::hash(&password)?, admin)
+            .await?
+        {
+            bail!("a user named {name:?} exists already");
+        }
+        Ok(password)
+    }
+
+    /// Sets a new generated password (signing the user out everywhere) and returns it.
+    pub async fn reset_password(&self, name: &str) -> anyhow::Result<String> {
+        let password = crate::passwords::generate();
+        if !self
+            .db
+            .set_password(name, &crate::passwords::hash(&password)?)
+            .await?
+        {
+            bail!("no user named {name:?}");
+        }
+        Ok(password)
+    }
+
+    pub async fn add_member(&self, project: &str, user: &str) -> anyhow::Result<()> {
+        let project = self.project_named(project).await?;
+        if !self.db.add_member(&project.id, user).await? {
+            bail!("no user named {user:?} (see `rushes user add`)");
+        }
+        Ok(())
+    }
+
     pub async fn pending_codes(&self) -> anyhow::Result<Vec<PendingCode>> {
         Ok(self.db.pending_codes().await?)
     }

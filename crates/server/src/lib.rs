@@ -13,12 +13,14 @@ mod error;
 mod extract;
 mod finalise;
 pub mod media;
+pub mod passwords;
 mod routes;
 pub mod secrets;
 mod signing;
 pub mod startup;
 mod state;
 pub mod tls;
+mod web;
 
 pub use config::Config;
 pub use startup::Application;

@@ -14,6 +14,7 @@ use crate::db::Db;
 use crate::media::local::LocalStore;
 use crate::signing::UrlSigner;
 use crate::state::AppState;
+use crate::web::RateLimiter;
 use crate::{finalise, routes, secrets, tls};
 
 /// What the operator must be told at start.
@@ -74,8 +75,8 @@ impl Application {
         let key = db
             .setting_or_init("upload_url_key", secrets::generate)
             .await?;
-        let signer =
-            UrlSigner::new(secrets::unhex(&key).context("the stored upload URL key is corrupt")?);
+        let key = secrets::unhex(&key).context("the stored upload URL key is corrupt")?;
+        let signer = UrlSigner::new(key.clone());
         let local = Arc::new(LocalStore::new(&config.data_dir, signer)?);
         let rustls =
             RustlsConfig::from_pem(tls.cert_chain_pem.into_bytes(), tls.key_pem.into_bytes())
@@ -95,6 +96,10 @@ impl Application {
             media: local.clone(),
             local: Some(local),
             ca_pem: tls.ca.map(|ca| ca.pem.into()),
+            web_key: key.into(),
+            // Per process: enough to make guessing slow (see docs).
+            login_limiter: Arc::new(RateLimiter::new(10, Duration::from_secs(60))),
+            code_limiter: Arc::new(RateLimiter::new(10, Duration::from_secs(60))),
         };
         Ok(Application {
             listener,
@@ -146,13 +151,11 @@ impl Application {
 async fn bootstrap(db: &Db) -> anyhow::Result<Option<String>> {
     let mut password = None;
     if db.user_count().await? == 0 {
-        use argon2::PasswordHasher;
-        let secret = secrets::generate()[..20].to_owned();
-        let hash = argon2::Argon2::default()
-            .hash_password(secret.as_bytes())
-            .map_err(|e| anyhow::anyhow!("hashing the admin password: {e}"))?
-            .to_string();
-        if db.create_user("admin", &hash).await? {
+        let secret = crate::passwords::generate();
+        if db
+            .add_user("admin", &crate::passwords::hash(&secret)?, true)
+            .await?
+        {
             password = Some(secret);
         }
     }

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::media::MediaStore;
 use crate::media::local::LocalStore;
+use crate::web::RateLimiter;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -18,6 +19,10 @@ pub struct AppState {
     pub local: Option<Arc<LocalStore>>,
     /// `tls/ca.crt`, offered for download (none with an operator's own certificate).
     pub ca_pem: Option<Arc<str>>,
+    /// Key for the web UI's CSRF tokens (the server-wide signing key).
+    pub web_key: Arc<[u8]>,
+    pub login_limiter: Arc<RateLimiter>,
+    pub code_limiter: Arc<RateLimiter>,
 }
 
 impl AppState {

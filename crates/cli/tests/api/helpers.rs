@@ -203,6 +203,57 @@ impl TestServer {
             .expect("refresh")
     }
 
+    /// Creates a web user through the CLI and returns its password.
+    pub fn web_user(&self, name: &str, admin: bool) -> String {
+        let mut args = vec!["user", "add", name];
+        if admin {
+            args.push("--admin");
+        }
+        let out = self.cli(&args);
+        out.trim()
+            .rsplit(' ')
+            .next()
+            .expect("a password")
+            .to_owned()
+    }
+
+    /// A client with a cookie store, signed in to the web UI as `name`.
+    pub async fn web_client(&self, name: &str, password: &str) -> Client {
+        let pem = std::fs::read(self.data.join("tls/ca.crt")).expect("ca.crt");
+        let client = Client::builder()
+            .tls_certs_only([Certificate::from_pem(&pem).expect("CA pem")])
+            .cookie_store(true)
+            .build()
+            .expect("client");
+        let page = client
+            .get(self.at("/login"))
+            .send()
+            .await
+            .expect("login page")
+            .text()
+            .await
+            .expect("html");
+        let csrf = csrf_of(&page);
+        let res = client
+            .post(self.at("/login"))
+            .form(&[
+                ("username", name),
+                ("password", password),
+                ("csrf", &csrf),
+                ("next", "/"),
+            ])
+            .send()
+            .await
+            .expect("sign in");
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "sign-in failed: {}",
+            res.text().await.unwrap_or_default()
+        );
+        client
+    }
+
     /// Approves a pending code for the `Default` project through the CLI.
     pub fn approve(&self, user_code: &str) {
         self.cli(&["pairing", "approve", user_code, "--project", "Default"]);
@@ -436,6 +487,19 @@ impl TestServer {
         assert!(status.success(), "rushes device pair failed: {rest:?}");
         assert!(rest.iter().any(|l| l.starts_with("Paired as")), "{rest:?}");
     }
+}
+
+/// The CSRF token of the first form on a page.
+pub fn csrf_of(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html
+        .find(marker)
+        .map(|i| i + marker.len())
+        .expect("a form with a CSRF token");
+    html[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect()
 }
 
 /// Parses `--json` event lines printed by `rushes device upload|watch`.

@@ -17,6 +17,7 @@ mod projects;
 mod settings;
 mod tokens;
 mod users;
+mod web;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -30,6 +31,7 @@ pub use devices::{DeviceListing, DeviceRecord};
 pub use pairing::{CodeRequest, Decision, DeviceCode, PendingCode, PollOutcome};
 pub use projects::Project;
 pub use tokens::{Authenticated, IssuedTokens, RefreshOutcome};
+pub use web::{CodeLookup, InFlight, Lookup, MAX_WRONG_GUESSES, User};
 
 pub type DbResult<T> = Result<T, sqlx::Error>;
 pub(crate) type Tx = Transaction<'static, Any>;

@@ -231,6 +231,8 @@ impl Db {
         }
         let outcome = match code.state.as_str() {
             "denied" => PollOutcome::Denied,
+            // Too many wrong guesses while it was live: as good as expired.
+            "burned" => PollOutcome::Expired,
             "approved" => {
                 // Compare-and-set: of two racing polls, one wins the tokens.
                 let won = sqlx::query(

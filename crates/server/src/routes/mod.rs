@@ -11,7 +11,7 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
@@ -29,7 +29,6 @@ pub fn router(state: AppState) -> Router {
         .route("/ca.crt", get(ca_certificate))
         .route("/ca.pem", get(ca_certificate))
         .route("/ROOT.CRT", get(ca_certificate))
-        .route("/pair", get(pairing_page))
         .route("/v2/auth/device/code", post(auth::device_code))
         .route("/v2/auth/token", post(auth::token).get(auth::token))
         .route("/v2/auth/revoke", post(auth::revoke))
@@ -50,6 +49,7 @@ pub fn router(state: AppState) -> Router {
     // Part bodies are streamed to disk with their own length check and idle timeout.
     let uploads = Router::new().route("/upload/{asset_id}/{number}", put(upload::put_part));
     api.merge(uploads)
+        .merge(crate::web::router(state.clone()))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -123,17 +123,4 @@ async fn ca_certificate(State(state): State<AppState>) -> Response {
             ApiError::not_found("This server uses the operator's own certificate.").into_response()
         }
     }
-}
-
-/// Until the web UI exists, the pairing page tells people how to approve a code.
-async fn pairing_page() -> Html<&'static str> {
-    Html(concat!(
-        "<!doctype html><html lang=en><meta charset=utf-8>",
-        "<meta name=viewport content='width=device-width,initial-scale=1'>",
-        "<title>Pair a device - Rushes</title>",
-        "<h1>Pair a device</h1>",
-        "<p>Approve the 6-digit code your device shows on the server with:</p>",
-        "<pre>rushes pairing approve CODE --project NAME</pre>",
-        "</html>"
-    ))
 }

@@ -1,0 +1,136 @@
+//! A clip's page (details and in-browser playback) and its bytes (with HTTP range
+//! requests, so large files resume and video seeks).
+
+use askama::Template;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tower::ServiceExt;
+
+use super::projects::ClipView;
+use super::session::{Nav, SignedIn};
+use super::{internal, not_found, render};
+use crate::db::{Asset, AssetState};
+use crate::state::AppState;
+
+#[derive(Template)]
+#[template(path = "asset.html")]
+struct AssetPage {
+    nav: Nav,
+    clip: ClipView,
+    project_id: String,
+    project_name: String,
+    path: String,
+    filetype: String,
+    preview: &'static str,
+    complete: bool,
+}
+
+/// What a browser can show of a MIME type: `video`, `audio`, `image`, or nothing.
+fn preview_kind(mime: &str) -> &'static str {
+    match mime {
+        "video/mp4" | "video/quicktime" | "video/webm" | "video/ogg" => "video",
+        "audio/mpeg" | "audio/mp3" | "audio/wav" | "audio/x-wav" | "audio/wave" | "audio/aac"
+        | "audio/mp4" | "audio/ogg" | "audio/webm" | "audio/flac" => "audio",
+        "image/jpeg" | "image/png" | "image/gif" | "image/webp" | "image/heic" | "image/avif" => {
+            "image"
+        }
+        _ => "",
+    }
+}
+
+/// The asset if the user may see its project; `Err` is the page to answer instead.
+async fn visible_asset(state: &AppState, user: &SignedIn, id: &str) -> Result<Asset, Response> {
+    let asset = match state.db.asset(id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return Err(not_found(user.nav())),
+        Err(e) => return Err(internal(user.nav(), e)),
+    };
+    match state
+        .db
+        .can_see_project(&user.user, &asset.project_id)
+        .await
+    {
+        Ok(true) => Ok(asset),
+        Ok(false) => Err(not_found(user.nav())),
+        Err(e) => Err(internal(user.nav(), e)),
+    }
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    user: SignedIn,
+    Path(id): Path<String>,
+) -> Response {
+    let asset = match visible_asset(&state, &user, &id).await {
+        Ok(a) => a,
+        Err(res) => return res,
+    };
+    let listing = match state.db.asset_listing(Some(&asset.project_id)).await {
+        Ok(l) => l,
+        Err(e) => return internal(user.nav(), e),
+    };
+    let Some(entry) = listing.iter().find(|a| a.id == asset.id) else {
+        return not_found(user.nav());
+    };
+    let project_name = entry.project.clone();
+    render(&AssetPage {
+        nav: user.nav(),
+        clip: ClipView::of(entry),
+        project_id: asset.project_id.clone(),
+        project_name,
+        path: asset.path.clone(),
+        preview: preview_kind(&asset.filetype),
+        filetype: asset.filetype.clone(),
+        complete: asset.state() == AssetState::Complete,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct DownloadQuery {
+    download: Option<String>,
+}
+
+pub async fn file(
+    State(state): State<AppState>,
+    user: SignedIn,
+    Path(id): Path<String>,
+    Query(q): Query<DownloadQuery>,
+    req: Request,
+) -> Response {
+    let asset = match visible_asset(&state, &user, &id).await {
+        Ok(a) if a.state() == AssetState::Complete => a,
+        Ok(_) => return not_found(user.nav()),
+        Err(res) => return res,
+    };
+    let (Some(local), Ok(Some(project))) =
+        (&state.local, state.db.project(&asset.project_id).await)
+    else {
+        return not_found(user.nav());
+    };
+    let path = local.asset_path(&project.dir, &asset.path);
+    let mime = asset
+        .filetype
+        .parse()
+        .unwrap_or(mime_guess::mime::APPLICATION_OCTET_STREAM);
+    // ServeFile answers Range, If-Range and HEAD; we only set the type and disposition.
+    let mut res = match tower_http::services::ServeFile::new_with_mime(&path, &mime)
+        .oneshot(req)
+        .await
+    {
+        Ok(res) => res.into_response(),
+        Err(e) => return internal(user.nav(), e),
+    };
+    if q.download.is_some() {
+        let name: String = asset
+            .name
+            .chars()
+            .filter(|c| !matches!(c, '"' | '\\') && !c.is_control())
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+            res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    res
+}

@@ -1,0 +1,339 @@
+//! Projects: the list, a project's page (devices with their controls, the media browser,
+//! uploads in flight), its live event stream, and the device actions.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+
+use super::session::{Nav, SignedIn, csrf_ok};
+use super::{error_page, human_size, internal, not_found, render, short_time};
+use crate::clock::{date_folder, now_ms};
+use crate::db::{AssetListing, Project};
+use crate::state::AppState;
+
+#[derive(Template)]
+#[template(path = "projects.html")]
+struct ProjectsPage {
+    nav: Nav,
+    projects: Vec<Project>,
+}
+
+pub async fn list(State(state): State<AppState>, user: SignedIn) -> Response {
+    match state.db.visible_projects(&user.user).await {
+        Ok(projects) => render(&ProjectsPage {
+            nav: user.nav(),
+            projects,
+        }),
+        Err(e) => internal(user.nav(), e),
+    }
+}
+
+pub struct DeviceRow {
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    pub status: String,
+    pub last_seen: String,
+    pub client_version: String,
+    pub clips_today: usize,
+}
+
+#[derive(Template)]
+#[template(path = "project.html")]
+struct ProjectPage {
+    nav: Nav,
+    project: Project,
+    devices: Vec<DeviceRow>,
+    media: String,
+}
+
+pub struct ClipView {
+    pub id: String,
+    pub name: String,
+    pub size: String,
+    pub recorded_at: String,
+    pub device: String,
+    pub state: String,
+    pub sha256: Option<String>,
+}
+
+impl ClipView {
+    pub fn of(a: &AssetListing) -> ClipView {
+        ClipView {
+            id: a.id.clone(),
+            name: a.path.rsplit('/').next().unwrap_or(&a.path).to_owned(),
+            size: human_size(a.size),
+            recorded_at: short_time(a.recorded_at),
+            device: a.device.clone(),
+            state: if a.state == "complete" {
+                "complete"
+            } else {
+                "uploading"
+            }
+            .to_owned(),
+            sha256: a.sha256.clone(),
+        }
+    }
+}
+
+pub struct DeviceNode {
+    pub name: String,
+    pub clips: Vec<ClipView>,
+}
+pub struct KindNode {
+    pub name: String,
+    pub children: Vec<DeviceNode>,
+}
+pub struct DateNode {
+    pub name: String,
+    pub children: Vec<KindNode>,
+}
+
+#[derive(Template)]
+#[template(path = "media.html")]
+struct MediaFragment {
+    tree: Vec<DateNode>,
+}
+
+/// `Cloud Devices / date / type / device / clip`, newest date first.
+fn media_tree(assets: &[AssetListing]) -> Vec<DateNode> {
+    let mut tree: Vec<DateNode> = Vec::new();
+    for asset in assets {
+        let parts: Vec<&str> = asset.path.split('/').collect();
+        let [_, date, kind, device, _name] = parts.as_slice() else {
+            continue;
+        };
+        let date_node = match tree.iter().position(|d| d.name == *date) {
+            Some(i) => &mut tree[i],
+            None => {
+                tree.push(DateNode {
+                    name: (*date).to_owned(),
+                    children: Vec::new(),
+                });
+                tree.last_mut().expect("just pushed")
+            }
+        };
+        let kind_node = match date_node.children.iter().position(|k| k.name == *kind) {
+            Some(i) => &mut date_node.children[i],
+            None => {
+                date_node.children.push(KindNode {
+                    name: (*kind).to_owned(),
+                    children: Vec::new(),
+                });
+                date_node.children.last_mut().expect("just pushed")
+            }
+        };
+        let device_node = match kind_node.children.iter().position(|d| d.name == *device) {
+            Some(i) => &mut kind_node.children[i],
+            None => {
+                kind_node.children.push(DeviceNode {
+                    name: (*device).to_owned(),
+                    clips: Vec::new(),
+                });
+                kind_node.children.last_mut().expect("just pushed")
+            }
+        };
+        device_node.clips.push(ClipView::of(asset));
+    }
+    tree.sort_by(|a, b| b.name.cmp(&a.name));
+    tree
+}
+
+async fn render_media(
+    state: &AppState,
+    project_id: &str,
+) -> anyhow::Result<(String, Vec<AssetListing>)> {
+    let assets = state.db.asset_listing(Some(project_id)).await?;
+    let html = MediaFragment {
+        tree: media_tree(&assets),
+    }
+    .render()?;
+    Ok((html, assets))
+}
+
+async fn visible(state: &AppState, user: &SignedIn, project_id: &str) -> Result<Project, Response> {
+    match state.db.can_see_project(&user.user, project_id).await {
+        Ok(true) => {}
+        Ok(false) => return Err(not_found(user.nav())),
+        Err(e) => return Err(internal(user.nav(), e)),
+    }
+    match state.db.project(project_id).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(not_found(user.nav())),
+        Err(e) => Err(internal(user.nav(), e)),
+    }
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    user: SignedIn,
+    Path(id): Path<String>,
+) -> Response {
+    let project = match visible(&state, &user, &id).await {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    let (media, assets) = match render_media(&state, &id).await {
+        Ok(m) => m,
+        Err(e) => return internal(user.nav(), e),
+    };
+    let devices = match state.db.devices(Some(&id)).await {
+        Ok(d) => d,
+        Err(e) => return internal(user.nav(), e),
+    };
+    let today = date_folder(now_ms());
+    let devices = devices
+        .into_iter()
+        .map(|d| DeviceRow {
+            clips_today: assets
+                .iter()
+                .filter(|a| a.device_id == d.id && date_folder(a.created_at) == today)
+                .count(),
+            last_seen: d
+                .last_seen_at
+                .map_or_else(|| "never".to_owned(), short_time),
+            id: d.id,
+            name: d.name,
+            client_id: d.client_id,
+            status: d.status,
+            client_version: d.client_version,
+        })
+        .collect();
+    render(&ProjectPage {
+        nav: user.nav(),
+        project,
+        devices,
+        media,
+    })
+}
+
+/// The media browser alone, for the page to swap in when clips arrive.
+pub async fn media(
+    State(state): State<AppState>,
+    user: SignedIn,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(res) = visible(&state, &user, &id).await {
+        return res;
+    }
+    match render_media(&state, &id).await {
+        Ok((html, _)) => Html(html).into_response(),
+        Err(e) => internal(user.nav(), e),
+    }
+}
+
+/// Server-sent events: `progress` (uploads in flight, JSON) whenever it changes, and
+/// `media` whenever a clip completes. The stream polls the database, so it works the same
+/// whichever server process received the bytes.
+pub async fn events(
+    State(state): State<AppState>,
+    user: SignedIn,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(res) = visible(&state, &user, &id).await {
+        return res;
+    }
+    Sse::new(project_events(state, id))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn project_events(
+    state: AppState,
+    project_id: String,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    struct Seen {
+        progress: Option<String>,
+        marker: Option<String>,
+    }
+    let seen = Seen {
+        progress: None,
+        marker: None,
+    };
+    let stream = futures_util::stream::unfold(
+        (state, project_id, seen, true),
+        |(state, id, mut seen, first)| async move {
+            if !first {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut out = Vec::new();
+            if let Ok(inflight) = state.db.in_flight(&id).await {
+                let json = serde_json::to_string(&inflight).unwrap_or_else(|_| "[]".into());
+                if seen.progress.as_deref() != Some(&json) {
+                    out.push(Ok(Event::default().event("progress").data(&json)));
+                    seen.progress = Some(json);
+                }
+            }
+            if let Ok(marker) = state.db.completed_marker(&id).await {
+                if seen.marker.as_ref().is_some_and(|m| *m != marker) {
+                    out.push(Ok(Event::default().event("media").data(&marker)));
+                }
+                seen.marker = Some(marker);
+            }
+            Some((futures_util::stream::iter(out), (state, id, seen, false)))
+        },
+    );
+    futures_util::StreamExt::flatten(stream)
+}
+
+#[derive(Deserialize)]
+pub struct ActionForm {
+    csrf: String,
+    name: Option<String>,
+}
+
+pub async fn device_action(
+    State(state): State<AppState>,
+    user: SignedIn,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if !csrf_ok(&state.web_key, &user.token, &form.csrf) {
+        return error_page(
+            user.nav(),
+            StatusCode::FORBIDDEN,
+            "This form expired. Reload the page and try again.",
+        );
+    }
+    let project_id = match state.db.device_project(&id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return not_found(user.nav()),
+        Err(e) => return internal(user.nav(), e),
+    };
+    match state.db.can_see_project(&user.user, &project_id).await {
+        Ok(true) => {}
+        Ok(false) => return not_found(user.nav()),
+        Err(e) => return internal(user.nav(), e),
+    }
+    let done = match action.as_str() {
+        "pause" => state.db.pause_device(&id, None).await,
+        "resume" => state.db.resume_device(&id, None).await,
+        "unpair" => state.db.unpair_device(&id).await,
+        "rename" => {
+            let name = form.name.unwrap_or_default();
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+                return error_page(
+                    user.nav(),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "A device name is 1 to 100 printable characters.",
+                );
+            }
+            state.db.rename_device(&id, name).await
+        }
+        _ => return not_found(user.nav()),
+    };
+    if let Err(e) = done {
+        return internal(user.nav(), e);
+    }
+    tracing::info!(user = %user.user.username, device = %id, action = %action, "device action");
+    Redirect::to(&format!("/projects/{project_id}")).into_response()
+}
