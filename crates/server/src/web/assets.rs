@@ -47,15 +47,8 @@ async fn visible_asset(state: &AppState, user: &SignedIn, id: &str) -> Result<As
         Ok(None) => return Err(not_found(user.nav())),
         Err(e) => return Err(internal(user.nav(), e)),
     };
-    match state
-        .db
-        .can_see_project(&user.user, &asset.project_id)
-        .await
-    {
-        Ok(true) => Ok(asset),
-        Ok(false) => Err(not_found(user.nav())),
-        Err(e) => Err(internal(user.nav(), e)),
-    }
+    user.check_project(state, &asset.project_id).await?;
+    Ok(asset)
 }
 
 pub async fn page(

@@ -149,12 +149,8 @@ pub async fn logout(
     user: SignedIn,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if !csrf_ok(&state.web_key, &user.token, &form.csrf) {
-        return error_page(
-            user.nav(),
-            StatusCode::FORBIDDEN,
-            "This form expired. Reload the page and try again.",
-        );
+    if let Err(res) = user.check_csrf(&state, &form.csrf) {
+        return res;
     }
     if let Err(e) = state.db.end_session(&user.token).await {
         return internal(user.nav(), e);

@@ -14,8 +14,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::session::{Nav, SignedIn, csrf_ok};
-use super::{error_page, internal, render, short_time};
+use super::session::{Nav, SignedIn};
+use super::{internal, render, short_time};
 use crate::db::{CodeLookup, Decision, Lookup, Project};
 use crate::state::AppState;
 
@@ -92,12 +92,8 @@ pub async fn lookup(
     user: SignedIn,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    if !csrf_ok(&state.web_key, &user.token, &form.csrf) {
-        return error_page(
-            user.nav(),
-            StatusCode::FORBIDDEN,
-            "This form expired. Reload the page and try again.",
-        );
+    if let Err(res) = user.check_csrf(&state, &form.csrf) {
+        return res;
     }
     let limited = !state.code_limiter.allow(&format!("user:{}", user.user.id))
         | !state.code_limiter.allow(&format!("ip:{}", peer.ip()));
@@ -170,12 +166,8 @@ pub async fn decide(
     user: SignedIn,
     Form(form): Form<DecideForm>,
 ) -> Response {
-    if !csrf_ok(&state.web_key, &user.token, &form.csrf) {
-        return error_page(
-            user.nav(),
-            StatusCode::FORBIDDEN,
-            "This form expired. Reload the page and try again.",
-        );
+    if let Err(res) = user.check_csrf(&state, &form.csrf) {
+        return res;
     }
     let Some(code) = normalise(&form.code) else {
         return page_with(
@@ -188,10 +180,8 @@ pub async fn decide(
     };
     let result = if form.decision == "approve" {
         let project_id = form.project.unwrap_or_default();
-        match state.db.can_see_project(&user.user, &project_id).await {
-            Ok(true) => {}
-            Ok(false) => return super::not_found(user.nav()),
-            Err(e) => return internal(user.nav(), e),
+        if let Err(res) = user.check_project(&state, &project_id).await {
+            return res;
         }
         let name = state
             .db

@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures_util::Stream;
 use serde::Deserialize;
 
-use super::session::{Nav, SignedIn, csrf_ok};
+use super::session::{Nav, SignedIn};
 use super::{error_page, human_size, internal, not_found, render, short_time};
 use crate::clock::{date_folder, now_ms};
 use crate::db::{AssetListing, Project};
@@ -160,11 +160,7 @@ async fn render_media(
 }
 
 async fn visible(state: &AppState, user: &SignedIn, project_id: &str) -> Result<Project, Response> {
-    match state.db.can_see_project(&user.user, project_id).await {
-        Ok(true) => {}
-        Ok(false) => return Err(not_found(user.nav())),
-        Err(e) => return Err(internal(user.nav(), e)),
-    }
+    user.check_project(state, project_id).await?;
     match state.db.project(project_id).await {
         Ok(Some(p)) => Ok(p),
         Ok(None) => Err(not_found(user.nav())),
@@ -296,22 +292,16 @@ pub async fn device_action(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if !csrf_ok(&state.web_key, &user.token, &form.csrf) {
-        return error_page(
-            user.nav(),
-            StatusCode::FORBIDDEN,
-            "This form expired. Reload the page and try again.",
-        );
+    if let Err(res) = user.check_csrf(&state, &form.csrf) {
+        return res;
     }
     let project_id = match state.db.device_project(&id).await {
         Ok(Some(p)) => p,
         Ok(None) => return not_found(user.nav()),
         Err(e) => return internal(user.nav(), e),
     };
-    match state.db.can_see_project(&user.user, &project_id).await {
-        Ok(true) => {}
-        Ok(false) => return not_found(user.nav()),
-        Err(e) => return internal(user.nav(), e),
+    if let Err(res) = user.check_project(&state, &project_id).await {
+        return res;
     }
     let done = match action.as_str() {
         "pause" => state.db.pause_device(&id, None).await,

@@ -76,6 +76,28 @@ impl SignedIn {
             csrf: self.csrf.clone(),
         }
     }
+
+    /// The page to answer instead of acting when a form's CSRF token is not this session's.
+    pub fn check_csrf(&self, state: &AppState, submitted: &str) -> Result<(), Response> {
+        if csrf_ok(&state.web_key, &self.token, submitted) {
+            Ok(())
+        } else {
+            Err(super::error_page(
+                self.nav(),
+                axum::http::StatusCode::FORBIDDEN,
+                "This form expired. Reload the page and try again.",
+            ))
+        }
+    }
+
+    /// The page to answer (404) unless the user may see the project.
+    pub async fn check_project(&self, state: &AppState, project_id: &str) -> Result<(), Response> {
+        match state.db.can_see_project(&self.user, project_id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(super::not_found(self.nav())),
+            Err(e) => Err(super::internal(self.nav(), e)),
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for SignedIn {
