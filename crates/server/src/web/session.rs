@@ -78,6 +78,7 @@ impl SignedIn {
     }
 
     /// The page to answer instead of acting when a form's CSRF token is not this session's.
+    #[allow(clippy::result_large_err)] // A response is what axum handlers return.
     pub fn check_csrf(&self, state: &AppState, submitted: &str) -> Result<(), Response> {
         if csrf_ok(&state.web_key, &self.token, submitted) {
             Ok(())
