@@ -7,7 +7,6 @@ mod helpers;
 
 mod auth;
 mod basics;
-mod browser;
 mod client_basics;
 mod client_faults;
 mod client_resilience;
@@ -18,4 +17,3 @@ mod durability;
 mod fault_proxy;
 mod operations;
 mod uploads;
-mod web;
