@@ -7,6 +7,7 @@ mod helpers;
 
 mod auth;
 mod basics;
+mod browser;
 mod client_basics;
 mod client_faults;
 mod client_resilience;
@@ -17,3 +18,4 @@ mod durability;
 mod fault_proxy;
 mod operations;
 mod uploads;
+mod web;

@@ -65,6 +65,8 @@ pub async fn login_page(
 pub struct LoginForm {
     username: String,
     password: String,
+    /// Missing counts as wrong: refused by the handler (403), not by the form parser.
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     next: String,
@@ -141,6 +143,8 @@ pub async fn login(
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
+    /// Missing counts as wrong: refused by the handler (403), not by the form parser.
+    #[serde(default)]
     csrf: String,
 }
 

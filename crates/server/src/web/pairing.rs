@@ -77,6 +77,8 @@ pub async fn page(user: SignedIn, Query(q): Query<CodeQuery>) -> Response {
 #[derive(Deserialize)]
 pub struct CodeForm {
     code: String,
+    /// Missing counts as wrong: refused by the handler (403), not by the form parser.
+    #[serde(default)]
     csrf: String,
 }
 
@@ -158,6 +160,8 @@ pub struct DecideForm {
     code: String,
     project: Option<String>,
     decision: String,
+    /// Missing counts as wrong: refused by the handler (403), not by the form parser.
+    #[serde(default)]
     csrf: String,
 }
 

@@ -282,6 +282,8 @@ fn project_events(
 
 #[derive(Deserialize)]
 pub struct ActionForm {
+    /// Missing counts as wrong: refused by the handler (403), not by the form parser.
+    #[serde(default)]
     csrf: String,
     name: Option<String>,
 }
