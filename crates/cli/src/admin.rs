@@ -26,6 +26,42 @@ pub enum ProjectCommand {
 }
 
 #[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Register a device model by the client_secret its firmware sends (needed with
+    /// --strict-clients; also names the model in listings).
+    Register {
+        client_secret: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Device models seen or registered.
+    List(JsonFlag),
+}
+
+pub async fn model(data: &Path, cmd: ModelCommand) -> anyhow::Result<()> {
+    let admin = Admin::open(data).await?;
+    match cmd {
+        ModelCommand::Register {
+            client_secret,
+            name,
+        } => {
+            admin.register_model(&client_secret, &name).await?;
+            println!("registered device model {name:?}");
+        }
+        ModelCommand::List(flag) => {
+            let rows: Vec<Value> = admin
+                .models()
+                .await?
+                .into_iter()
+                .map(|(secret, name, registered)| json!({"name": name, "client_secret": secret, "registered": registered}))
+                .collect();
+            print_rows(&rows, flag.json, &["name", "registered", "client_secret"]);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
 pub enum UserCommand {
     /// Create a web user; prints its password once.
     Add {

@@ -58,6 +58,9 @@ enum Command {
     /// Uploaded and uploading assets.
     #[command(subcommand)]
     Asset(admin::AssetCommand),
+    /// Device models: register one (for --strict-clients), list them.
+    #[command(subcommand)]
+    Model(admin::ModelCommand),
     /// Web users: add, reset a password.
     #[command(subcommand)]
     User(admin::UserCommand),
@@ -88,6 +91,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Asset(cmd) => admin::asset(&cli.data_dir, cmd).await,
             Command::User(cmd) => admin::user(&cli.data_dir, cmd).await,
+            Command::Model(cmd) => admin::model(&cli.data_dir, cmd).await,
             Command::Check => admin::check(&cli.data_dir).await,
         }
     });

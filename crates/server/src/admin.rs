@@ -100,6 +100,25 @@ impl Admin {
         Ok(())
     }
 
+    pub async fn register_model(&self, client_secret: &str, name: &str) -> anyhow::Result<()> {
+        let (secret, name) = (client_secret.trim(), name.trim());
+        if secret.is_empty() || secret.len() > 256 || name.is_empty() || name.chars().count() > 100
+        {
+            bail!("give the model's client_secret (1 to 256 characters) and a name (1 to 100)");
+        }
+        Ok(self.db.register_model(secret, name).await?)
+    }
+
+    pub async fn models(&self) -> anyhow::Result<Vec<(String, String, bool)>> {
+        Ok(self
+            .db
+            .models()
+            .await?
+            .into_iter()
+            .map(|(s, n, r)| (s, n, r != 0))
+            .collect())
+    }
+
     pub async fn pending_codes(&self) -> anyhow::Result<Vec<PendingCode>> {
         Ok(self.db.pending_codes().await?)
     }

@@ -770,3 +770,23 @@ async fn a_garbage_token_is_401_with_a_bearer_challenge() {
         .expect("devices/me");
     assert_unauthorized(res, "Basic credentials").await;
 }
+
+#[tokio::test]
+async fn strict_clients_admit_a_model_once_it_is_registered() {
+    let app = spawn_app_with(&["--strict-clients"]).await;
+    let res = app.request_code("cam-strict", "asset_create offline").await;
+    assert_eq!(oauth_error(res).await, "invalid_client");
+    app.cli(&[
+        "model",
+        "register",
+        "test-model-secret",
+        "--name",
+        "Test Cam",
+    ]);
+    let res = app.request_code("cam-strict", "asset_create offline").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let pending = app.cli_json(&["pairing", "list"]);
+    assert_eq!(pending[0]["model"], "Test Cam");
+    let models = app.cli_json(&["model", "list"]);
+    assert_eq!(models[0]["registered"], true);
+}

@@ -333,6 +333,29 @@ impl Db {
         })
     }
 
+    /// Registers a device model by its `client_secret` (what `--strict-clients` admits),
+    /// naming it; idempotent.
+    pub async fn register_model(&self, client_secret: &str, name: &str) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO device_models (id, client_secret, name, registered, created_at) VALUES ($1, $2, $3, 1, $4)
+             ON CONFLICT (client_secret) DO UPDATE SET name = excluded.name, registered = 1",
+        )
+        .bind(new_id())
+        .bind(client_secret)
+        .bind(name)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Device models seen or registered: `(client_secret, name, registered)`.
+    pub async fn models(&self) -> DbResult<Vec<(String, String, i64)>> {
+        sqlx::query_as("SELECT client_secret, name, registered FROM device_models ORDER BY name")
+            .fetch_all(self.pool())
+            .await
+    }
+
     pub async fn pending_codes(&self) -> DbResult<Vec<PendingCode>> {
         sqlx::query_as(
             "SELECT c.user_code, d.id AS device_id, d.name AS device_name, m.name AS model, d.client_id,
