@@ -50,6 +50,14 @@ impl Error {
         }
     }
 
+    /// Stops the whole queue, not just one file: nothing will work until a person acts.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::PairAgain(_) | Error::NotPaired | Error::Untrusted(_) | Error::Journal(_)
+        )
+    }
+
     pub(crate) fn status(&self) -> Option<u16> {
         match self {
             Error::Http { status, .. } => Some(*status),

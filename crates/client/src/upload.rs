@@ -199,14 +199,7 @@ impl Device {
             let file = row.path();
             let outcome = match self.upload_file(&row).await {
                 Ok(outcome) => outcome,
-                Err(
-                    e @ (Error::PairAgain(_)
-                    | Error::NotPaired
-                    | Error::Untrusted(_)
-                    | Error::Journal(_)),
-                ) => {
-                    return Err(e);
-                }
+                Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => Outcome::Failed(e.to_string()),
             };
             match outcome {

@@ -206,12 +206,7 @@ impl Device {
             }
             match result {
                 Ok(()) => {}
-                Err(
-                    e @ (Error::PairAgain(_)
-                    | Error::NotPaired
-                    | Error::Untrusted(_)
-                    | Error::Journal(_)),
-                ) => {
+                Err(e) if e.is_fatal() => {
                     let _ = fatal.send(e);
                 }
                 Err(e) => device.events.emit(Event::Failed {

@@ -111,40 +111,54 @@ fn media_tree(assets: &[AssetListing]) -> Vec<DateNode> {
         let [_, date, kind, device, _name] = parts.as_slice() else {
             continue;
         };
-        let date_node = match tree.iter().position(|d| d.name == *date) {
-            Some(i) => &mut tree[i],
-            None => {
-                tree.push(DateNode {
-                    name: (*date).to_owned(),
-                    children: Vec::new(),
-                });
-                tree.last_mut().expect("just pushed")
-            }
-        };
-        let kind_node = match date_node.children.iter().position(|k| k.name == *kind) {
-            Some(i) => &mut date_node.children[i],
-            None => {
-                date_node.children.push(KindNode {
-                    name: (*kind).to_owned(),
-                    children: Vec::new(),
-                });
-                date_node.children.last_mut().expect("just pushed")
-            }
-        };
-        let device_node = match kind_node.children.iter().position(|d| d.name == *device) {
-            Some(i) => &mut kind_node.children[i],
-            None => {
-                kind_node.children.push(DeviceNode {
-                    name: (*device).to_owned(),
-                    clips: Vec::new(),
-                });
-                kind_node.children.last_mut().expect("just pushed")
-            }
-        };
+        let date_node = child(
+            &mut tree,
+            date,
+            |d| &d.name,
+            |name| DateNode {
+                name,
+                children: Vec::new(),
+            },
+        );
+        let kind_node = child(
+            &mut date_node.children,
+            kind,
+            |k| &k.name,
+            |name| KindNode {
+                name,
+                children: Vec::new(),
+            },
+        );
+        let device_node = child(
+            &mut kind_node.children,
+            device,
+            |d| &d.name,
+            |name| DeviceNode {
+                name,
+                clips: Vec::new(),
+            },
+        );
         device_node.clips.push(ClipView::of(asset));
     }
     tree.sort_by(|a, b| b.name.cmp(&a.name));
     tree
+}
+
+/// The entry of `list` named `name`, added with `make` if missing.
+fn child<'a, T>(
+    list: &'a mut Vec<T>,
+    name: &str,
+    name_of: impl Fn(&T) -> &String,
+    make: impl FnOnce(String) -> T,
+) -> &'a mut T {
+    let index = match list.iter().position(|t| name_of(t) == name) {
+        Some(i) => i,
+        None => {
+            list.push(make(name.to_owned()));
+            list.len() - 1
+        }
+    };
+    &mut list[index]
 }
 
 async fn render_media(
