@@ -8,6 +8,19 @@ use rushes_server::admin::Admin;
 use rushes_server::clock::rfc3339;
 use serde_json::{Value, json};
 
+/// Which server's metadata an admin command acts on.
+pub struct Target {
+    pub data_dir: std::path::PathBuf,
+    /// The server's `--database-url`, when it keeps metadata in PostgreSQL.
+    pub database_url: Option<String>,
+}
+
+impl Target {
+    async fn open(&self) -> anyhow::Result<Admin> {
+        Admin::open(&self.data_dir, self.database_url.as_deref()).await
+    }
+}
+
 #[derive(Args)]
 pub struct JsonFlag {
     /// Print JSON instead of a table.
@@ -38,8 +51,8 @@ pub enum ModelCommand {
     List(JsonFlag),
 }
 
-pub async fn model(data: &Path, cmd: ModelCommand) -> anyhow::Result<()> {
-    let admin = Admin::open(data).await?;
+pub async fn model(data: &Target, cmd: ModelCommand) -> anyhow::Result<()> {
+    let admin = data.open().await?;
     match cmd {
         ModelCommand::Register {
             client_secret,
@@ -74,8 +87,8 @@ pub enum UserCommand {
     Password { name: String },
 }
 
-pub async fn user(data: &Path, cmd: UserCommand) -> anyhow::Result<()> {
-    let admin = Admin::open(data).await?;
+pub async fn user(data: &Target, cmd: UserCommand) -> anyhow::Result<()> {
+    let admin = data.open().await?;
     match cmd {
         UserCommand::Add {
             name,
@@ -144,8 +157,8 @@ pub enum AssetCommand {
     },
 }
 
-pub async fn project(data: &Path, cmd: ProjectCommand) -> anyhow::Result<()> {
-    let admin = Admin::open(data).await?;
+pub async fn project(data: &Target, cmd: ProjectCommand) -> anyhow::Result<()> {
+    let admin = data.open().await?;
     match cmd {
         ProjectCommand::Create { name } => {
             let p = admin.create_project(&name).await?;
@@ -168,8 +181,8 @@ pub async fn project(data: &Path, cmd: ProjectCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn pairing(data: &Path, cmd: PairingCommand) -> anyhow::Result<()> {
-    let admin = Admin::open(data).await?;
+pub async fn pairing(data: &Target, cmd: PairingCommand) -> anyhow::Result<()> {
+    let admin = data.open().await?;
     match cmd {
         PairingCommand::List(flag) => {
             let rows: Vec<Value> = admin
@@ -210,7 +223,7 @@ pub async fn pairing(data: &Path, cmd: PairingCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn device(data: &Path, state: &Path, cmd: DeviceCommand) -> anyhow::Result<()> {
+pub async fn device(data: &Target, state: &Path, cmd: DeviceCommand) -> anyhow::Result<()> {
     match cmd {
         DeviceCommand::Pair(args) => crate::device::pair(state, args).await,
         DeviceCommand::Status(flag) => crate::device::status(state, flag.json).await,
@@ -221,7 +234,7 @@ pub async fn device(data: &Path, state: &Path, cmd: DeviceCommand) -> anyhow::Re
             project,
             json: flag,
         } => {
-            let rows: Vec<Value> = Admin::open(data)
+            let rows: Vec<Value> = data.open()
                 .await?
                 .devices(project.as_deref())
                 .await?
@@ -250,7 +263,7 @@ pub async fn device(data: &Path, state: &Path, cmd: DeviceCommand) -> anyhow::Re
             Ok(())
         }
         DeviceCommand::Pause { device } => {
-            let d = Admin::open(data).await?.pause(&device).await?;
+            let d = data.open().await?.pause(&device).await?;
             println!(
                 "paused {:?}: clips recorded from now on are refused",
                 d.name
@@ -258,22 +271,22 @@ pub async fn device(data: &Path, state: &Path, cmd: DeviceCommand) -> anyhow::Re
             Ok(())
         }
         DeviceCommand::Resume { device } => {
-            let d = Admin::open(data).await?.resume(&device).await?;
+            let d = data.open().await?.resume(&device).await?;
             println!("resumed {:?}", d.name);
             Ok(())
         }
         DeviceCommand::Unpair {
             device: Some(device),
         } => {
-            let d = Admin::open(data).await?.unpair(&device).await?;
+            let d = data.open().await?.unpair(&device).await?;
             println!("unpaired {:?}: its tokens no longer work", d.name);
             Ok(())
         }
     }
 }
 
-pub async fn asset(data: &Path, cmd: AssetCommand) -> anyhow::Result<()> {
-    let admin = Admin::open(data).await?;
+pub async fn asset(data: &Target, cmd: AssetCommand) -> anyhow::Result<()> {
+    let admin = data.open().await?;
     let AssetCommand::List {
         project,
         json: flag,
@@ -311,8 +324,8 @@ pub async fn asset(data: &Path, cmd: AssetCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn check(data: &Path) -> anyhow::Result<()> {
-    let admin = Admin::open(data).await?;
+pub async fn check(data: &Target) -> anyhow::Result<()> {
+    let admin = data.open().await?;
     let verdict = admin.db().integrity_check().await?;
     if verdict != "ok" {
         anyhow::bail!("the database is damaged: {verdict}");

@@ -27,6 +27,11 @@ struct Cli {
     )]
     data_dir: PathBuf,
 
+    /// PostgreSQL for metadata (`postgres://user@host/db`) instead of SQLite in the data
+    /// directory; every server and admin command of one installation must name the same.
+    #[arg(long, global = true, env = "RUSHES_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+
     /// Device state directory (identity, credentials, upload journal) for the device
     /// commands [default: ~/.config/rushes/device].
     #[arg(
@@ -80,19 +85,23 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let target = admin::Target {
+        data_dir: cli.data_dir.clone(),
+        database_url: cli.database_url.clone(),
+    };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(cli.data_dir, args).await,
-            Command::Project(cmd) => admin::project(&cli.data_dir, cmd).await,
-            Command::Pairing(cmd) => admin::pairing(&cli.data_dir, cmd).await,
+            Command::Serve(args) => serve::run(target, args).await,
+            Command::Project(cmd) => admin::project(&target, cmd).await,
+            Command::Pairing(cmd) => admin::pairing(&target, cmd).await,
             Command::Device(cmd) => {
                 let state = cli.state_dir.unwrap_or_else(device::default_state_dir);
-                admin::device(&cli.data_dir, &state, cmd).await
+                admin::device(&target, &state, cmd).await
             }
-            Command::Asset(cmd) => admin::asset(&cli.data_dir, cmd).await,
-            Command::User(cmd) => admin::user(&cli.data_dir, cmd).await,
-            Command::Model(cmd) => admin::model(&cli.data_dir, cmd).await,
-            Command::Check => admin::check(&cli.data_dir).await,
+            Command::Asset(cmd) => admin::asset(&target, cmd).await,
+            Command::User(cmd) => admin::user(&target, cmd).await,
+            Command::Model(cmd) => admin::model(&target, cmd).await,
+            Command::Check => admin::check(&target).await,
         }
     });
     match result {

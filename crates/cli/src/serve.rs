@@ -64,7 +64,7 @@ enum LogFormat {
     Json,
 }
 
-pub async fn run(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(target: crate::admin::Target, args: ServeArgs) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let logs = tracing_subscriber::fmt()
@@ -74,7 +74,8 @@ pub async fn run(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
-    let mut config = Config::new(data_dir);
+    let mut config = Config::new(target.data_dir);
+    config.database_url = target.database_url;
     config.listen = args.listen;
     config.public_url = args.public_url;
     config.tls_names = args.tls_names;

@@ -14,8 +14,16 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Opens the database of an existing data directory.
-    pub async fn open(data_dir: &Path) -> anyhow::Result<Admin> {
+    /// Opens the database of an existing data directory (or `database_url`, when the
+    /// server keeps its metadata in PostgreSQL).
+    pub async fn open(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<Admin> {
+        if let Some(url) = database_url {
+            return Ok(Admin {
+                db: crate::db::Db::connect(url)
+                    .await
+                    .context("connecting to the database")?,
+            });
+        }
         let path = crate::Config::new(data_dir).database_path();
         if !path.exists() {
             bail!(

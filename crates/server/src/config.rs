@@ -9,6 +9,8 @@ use std::time::Duration;
 pub struct Config {
     /// Data directory: database, media, certificates.
     pub data_dir: PathBuf,
+    /// `postgres://...` to keep metadata in PostgreSQL; `None`: SQLite in the data directory.
+    pub database_url: Option<String>,
     pub listen: SocketAddr,
     /// Base URL used in `verification_uri` and upload URLs. `None`: derived from `listen`.
     pub public_url: Option<String>,
@@ -38,6 +40,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Config {
         Config {
             data_dir: data_dir.into(),
+            database_url: None,
             listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             public_url: None,
             tls_names: Vec::new(),
@@ -58,6 +61,14 @@ impl Config {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("rushes.db")
+    }
+
+    /// Opens the metadata store this configuration names.
+    pub async fn open_database(&self) -> anyhow::Result<crate::db::Db> {
+        match &self.database_url {
+            Some(url) => crate::db::Db::connect(url).await,
+            None => crate::db::Db::open_sqlite(&self.database_path()).await,
+        }
     }
 
     pub fn media_dir(&self) -> PathBuf {

@@ -45,7 +45,8 @@ impl Application {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("creating the data directory {}", config.data_dir.display())
         })?;
-        let db = Db::open_sqlite(&config.database_path())
+        let db = config
+            .open_database()
             .await
             .context("opening the database")?;
         let admin_password = bootstrap(&db).await?;

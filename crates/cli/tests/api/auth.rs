@@ -790,3 +790,46 @@ async fn strict_clients_admit_a_model_once_it_is_registered() {
     let models = app.cli_json(&["model", "list"]);
     assert_eq!(models[0]["registered"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_twenty_concurrent_refreshes_of_one_token_exactly_one_succeeds() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let tokens = app.pair("cam-race").await;
+    let refresh = tokens.refresh_token.expect("refresh token");
+    let attempts = (0..20).map(|_| {
+        let (app, refresh) = (app.clone(), refresh.clone());
+        tokio::spawn(async move { app.refresh("cam-race", &refresh).await.status() })
+    });
+    let mut statuses = Vec::new();
+    for attempt in attempts {
+        statuses.push(attempt.await.unwrap());
+    }
+    let won = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(won, 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::BAD_REQUEST),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approved_device_code_polled_ten_times_at_once_is_exchanged_once() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let code = app.code("cam-race-code", BOTH_SCOPES).await;
+    app.approve(&code.user_code);
+    let polls = (0..10).map(|_| {
+        let (app, device_code) = (app.clone(), code.device_code.clone());
+        tokio::spawn(async move { app.poll("cam-race-code", &device_code).await.status() })
+    });
+    let mut statuses = Vec::new();
+    for poll in polls {
+        statuses.push(poll.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+}

@@ -19,6 +19,9 @@ pub struct TestServer {
     pub url: String,
     pub client: Client,
     pub data: PathBuf,
+    /// The server's PostgreSQL database, when the suite runs against PostgreSQL
+    /// (`RUSHES_TEST_DATABASE_URL`); `None`: SQLite in the data directory.
+    pub database_url: Option<String>,
     args: Vec<String>,
     child: Option<Child>,
     // Dropped last: the server must stop before its directory goes.
@@ -35,26 +38,64 @@ pub async fn spawn_app_with(args: &[&str]) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let (child, url) = start(&data, &args, "127.0.0.1:0");
+    let database_url = fresh_database();
+    let (child, url) = start(&data, &args, "127.0.0.1:0", database_url.as_deref());
     let client = client_for(&data);
     TestServer {
         url,
         client,
         data,
+        database_url,
         args,
         child: Some(child),
         _dir: Some(dir),
     }
 }
 
-fn start(data: &Path, args: &[String], listen: &str) -> (Child, String) {
+/// With `RUSHES_TEST_DATABASE_URL=postgres://user@host:port` set, every test server gets
+/// a database of its own on that PostgreSQL server.
+fn fresh_database() -> Option<String> {
+    let base = std::env::var("RUSHES_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let base = base.trim_end_matches('/');
+    let name = format!("rushes_test_{}", uuid::Uuid::new_v4().simple());
+    let out = Command::new("psql")
+        .arg(format!("{base}/postgres"))
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
+        .expect("run psql (install postgresql-client)");
+    assert!(
+        out.status.success(),
+        "creating a test database failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(format!("{base}/{name}"))
+}
+
+fn start(
+    data: &Path,
+    args: &[String],
+    listen: &str,
+    database_url: Option<&str>,
+) -> (Child, String) {
     std::fs::create_dir_all(data).expect("data dir");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(data.join("server.log"))
         .expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rushes"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rushes"));
+    if let Some(url) = database_url {
+        command.env("RUSHES_DATABASE_URL", url);
+    }
+    let mut child = command
         .arg("serve")
         .arg("--data")
         .arg(data)
@@ -123,7 +164,7 @@ impl TestServer {
     pub fn restart(&mut self) {
         self.kill();
         let addr = self.url.trim_start_matches("https://").to_owned();
-        let (child, url) = start(&self.data, &self.args, &addr);
+        let (child, url) = start(&self.data, &self.args, &addr, self.database_url.as_deref());
         self.child = Some(child);
         self.url = url;
     }
@@ -140,7 +181,11 @@ impl TestServer {
     }
 
     pub fn cli_raw(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_rushes"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rushes"));
+        if let Some(url) = &self.database_url {
+            command.env("RUSHES_DATABASE_URL", url);
+        }
+        command
             .arg("--data")
             .arg(&self.data)
             .args(args)
@@ -201,6 +246,29 @@ impl TestServer {
             .send()
             .await
             .expect("refresh")
+    }
+
+    /// Everything the metadata store holds, as text (to check what is stored in clear).
+    pub fn database_dump(&self) -> String {
+        match &self.database_url {
+            Some(url) => {
+                let out = Command::new("pg_dump")
+                    .args(["--data-only", url])
+                    .output()
+                    .expect("run pg_dump");
+                assert!(
+                    out.status.success(),
+                    "pg_dump failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+            None => ["rushes.db", "rushes.db-wal"]
+                .iter()
+                .filter_map(|name| std::fs::read(self.data.join(name)).ok())
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .collect(),
+        }
     }
 
     /// Creates a web user through the CLI and returns its password.

@@ -60,13 +60,7 @@ async fn tokens_and_device_codes_are_stored_only_as_hashes() {
         .json()
         .await
         .unwrap();
-    let mut db = Vec::new();
-    for name in ["rushes.db", "rushes.db-wal"] {
-        if let Ok(bytes) = std::fs::read(app.data.join(name)) {
-            db.extend(bytes);
-        }
-    }
-    let haystack = String::from_utf8_lossy(&db);
+    let haystack = app.database_dump();
     assert!(haystack.contains("hash-cam"), "the database was read");
     for secret in [
         code.device_code.as_str(),

@@ -208,6 +208,7 @@ impl Db {
         rename: Option<&AssetName>,
     ) -> DbResult<Result<(), String>> {
         let mut tx = self.begin_write().await?;
+        lock_asset(&mut tx, asset_id).await?;
         let Some(asset) = fetch_asset(&mut tx, asset_id).await? else {
             return Ok(Err("unknown asset".into()));
         };
@@ -286,6 +287,7 @@ impl Db {
     ) -> DbResult<PartRecord> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        lock_asset(&mut tx, asset_id).await?;
         let Some(asset) = fetch_asset(&mut tx, asset_id).await? else {
             return Ok(PartRecord::Unknown);
         };
@@ -343,6 +345,7 @@ impl Db {
     /// Real-time uploads can become ready when their sizes arrive after the bytes.
     pub async fn claim_if_ready(&self, asset_id: &str) -> DbResult<bool> {
         let mut tx = self.begin_write().await?;
+        lock_asset(&mut tx, asset_id).await?;
         let Some(asset) = fetch_asset(&mut tx, asset_id).await? else {
             return Ok(false);
         };
@@ -436,6 +439,19 @@ impl Db {
             }
         }
     }
+}
+
+/// Takes the asset's row lock for the rest of the transaction. Transactions that count an
+/// asset's parts must not interleave: under PostgreSQL's READ COMMITTED two racing last
+/// parts would each miss the other's row and neither would claim the asset. An UPDATE
+/// locks the row on PostgreSQL and takes the write lock on SQLite (`FOR UPDATE` is not
+/// portable).
+async fn lock_asset(tx: &mut Tx, id: &str) -> DbResult<()> {
+    sqlx::query("UPDATE assets SET state = state WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn fetch_asset(tx: &mut Tx, id: &str) -> DbResult<Option<Asset>> {

@@ -89,10 +89,8 @@ impl Db {
             .connect_with(options)
             .await?;
         let db = Db { pool, backend };
-        match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&db.pool).await?,
-            Backend::Postgres => anyhow::bail!("PostgreSQL support is not built yet"),
-        }
+        // One folder for both engines: the SQL is portable (see the migrations' header).
+        sqlx::migrate!("./migrations").run(&db.pool).await?;
         Ok(db)
     }
 

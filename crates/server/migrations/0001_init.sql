@@ -1,5 +1,5 @@
--- The Rushes schema. Portable on purpose (TEXT, BIGINT, no booleans, timestamps as
--- milliseconds since the epoch) so that the PostgreSQL migrations can say the same thing.
+-- The Rushes schema, the same for SQLite and PostgreSQL: portable on purpose (TEXT, BIGINT,
+-- no booleans, timestamps as milliseconds since the epoch), so one migration folder serves both.
 
 CREATE TABLE settings (
     key   TEXT PRIMARY KEY,
