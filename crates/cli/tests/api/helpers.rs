@@ -152,6 +152,26 @@ impl TestServer {
         read_log(&self.data)
     }
 
+    /// A second server process on the same data directory and database, as when several
+    /// servers share one PostgreSQL and one media store.
+    pub fn peer(&self) -> TestServer {
+        let (child, url) = start(
+            &self.data,
+            &self.args,
+            "127.0.0.1:0",
+            self.database_url.as_deref(),
+        );
+        TestServer {
+            url,
+            client: client_for(&self.data),
+            data: self.data.clone(),
+            database_url: self.database_url.clone(),
+            args: self.args.clone(),
+            child: Some(child),
+            _dir: None,
+        }
+    }
+
     /// SIGKILL: no shutdown handler runs, nothing is flushed.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

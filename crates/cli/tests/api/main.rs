@@ -17,5 +17,6 @@ mod devices_and_assets;
 mod durability;
 mod fault_proxy;
 mod operations;
+mod scale_out;
 mod uploads;
 mod web;
