@@ -1,4 +1,4 @@
-// Live project page: uploads in flight and new clips, from server-sent events.
+// Live project page: uploads in flight, new clips and device changes, from server-sent events.
 (function () {
   var root = document.querySelector("[data-events]");
   if (!root || !window.EventSource) return;
@@ -23,9 +23,15 @@
       inflight.appendChild(row);
     });
   });
-  source.addEventListener("media", function () {
-    fetch(media.getAttribute("data-src"), { credentials: "same-origin" })
+  function refresh(target) {
+    fetch(target.getAttribute("data-src"), { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) { if (html !== null) media.innerHTML = html; });
+      .then(function (html) { if (html !== null) target.innerHTML = html; });
+  }
+  source.addEventListener("media", function () {
+    refresh(media);
+    refresh(devices); // clips today
   });
+  var devices = document.getElementById("devices");
+  source.addEventListener("devices", function () { refresh(devices); });
 })();

@@ -1522,3 +1522,28 @@ async fn add_member_needs_an_existing_user_and_project() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn the_event_stream_tells_the_page_when_a_device_changes() {
+    let app = spawn_app().await;
+    let pw = app.web_user("alice", true);
+    let s = sign_in(&app, "alice", &pw).await;
+    let default = project_id(&app, "Default");
+    app.pair("cam-watched").await;
+    let res = s.get(&app, &format!("/projects/{default}/events")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut events = EventStream {
+        res,
+        buf: String::new(),
+    };
+    // The first progress event shows the stream has taken its first look.
+    events.until("progress", "a first snapshot", |_| true).await;
+    app.cli(&["device", "pause", "cam-watched"]);
+    events.until("devices", "the pause", |_| true).await;
+    // The fragment the page then fetches shows the new state and escapes nothing raw.
+    let fragment = body(s.get(&app, &format!("/projects/{default}/devices")).await).await;
+    assert!(
+        fragment.contains("paused") && fragment.contains("Resume"),
+        "{fragment}"
+    );
+}

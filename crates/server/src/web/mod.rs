@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/setup", get(setup))
         .route("/projects/{id}", get(projects::page))
         .route("/projects/{id}/media", get(projects::media))
+        .route("/projects/{id}/devices", get(projects::devices))
         .route("/projects/{id}/events", get(projects::events))
         .route("/devices/{id}/{action}", post(projects::device_action))
         .route("/assets/{id}", get(assets::page))

@@ -51,8 +51,15 @@ pub struct DeviceRow {
 struct ProjectPage {
     nav: Nav,
     project: Project,
-    devices: Vec<DeviceRow>,
+    devices_html: String,
     media: String,
+}
+
+#[derive(Template)]
+#[template(path = "devices.html")]
+struct DevicesFragment {
+    csrf: String,
+    devices: Vec<DeviceRow>,
 }
 
 pub struct ClipView {
@@ -161,6 +168,60 @@ fn child<'a, T>(
     &mut list[index]
 }
 
+/// The devices table: status, last seen, firmware, clips today, and their controls.
+async fn render_devices(
+    state: &AppState,
+    project_id: &str,
+    assets: &[AssetListing],
+    csrf: &str,
+) -> anyhow::Result<String> {
+    let today = date_folder(now_ms());
+    let devices = state
+        .db
+        .devices(Some(project_id))
+        .await?
+        .into_iter()
+        .map(|d| DeviceRow {
+            clips_today: assets
+                .iter()
+                .filter(|a| a.device_id == d.id && date_folder(a.created_at) == today)
+                .count(),
+            last_seen: d
+                .last_seen_at
+                .map_or_else(|| "never".to_owned(), short_time),
+            id: d.id,
+            name: d.name,
+            client_id: d.client_id,
+            status: d.status,
+            client_version: d.client_version,
+        })
+        .collect();
+    Ok(DevicesFragment {
+        csrf: csrf.to_owned(),
+        devices,
+    }
+    .render()?)
+}
+
+/// The devices table alone, for the page to swap in when a device changes.
+pub async fn devices(
+    State(state): State<AppState>,
+    user: SignedIn,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(res) = visible(&state, &user, &id).await {
+        return res;
+    }
+    let html = match state.db.asset_listing(Some(&id)).await {
+        Ok(assets) => render_devices(&state, &id, &assets, &user.csrf).await,
+        Err(e) => Err(e.into()),
+    };
+    match html {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => internal(user.nav(), e),
+    }
+}
+
 async fn render_media(
     state: &AppState,
     project_id: &str,
@@ -195,32 +256,14 @@ pub async fn page(
         Ok(m) => m,
         Err(e) => return internal(user.nav(), e),
     };
-    let devices = match state.db.devices(Some(&id)).await {
-        Ok(d) => d,
+    let devices_html = match render_devices(&state, &id, &assets, &user.csrf).await {
+        Ok(html) => html,
         Err(e) => return internal(user.nav(), e),
     };
-    let today = date_folder(now_ms());
-    let devices = devices
-        .into_iter()
-        .map(|d| DeviceRow {
-            clips_today: assets
-                .iter()
-                .filter(|a| a.device_id == d.id && date_folder(a.created_at) == today)
-                .count(),
-            last_seen: d
-                .last_seen_at
-                .map_or_else(|| "never".to_owned(), short_time),
-            id: d.id,
-            name: d.name,
-            client_id: d.client_id,
-            status: d.status,
-            client_version: d.client_version,
-        })
-        .collect();
     render(&ProjectPage {
         nav: user.nav(),
         project,
-        devices,
+        devices_html,
         media,
     })
 }
@@ -263,10 +306,12 @@ fn project_events(
     struct Seen {
         progress: Option<String>,
         marker: Option<String>,
+        devices: Option<String>,
     }
     let seen = Seen {
         progress: None,
         marker: None,
+        devices: None,
     };
     let stream = futures_util::stream::unfold(
         (state, project_id, seen, true),
@@ -287,6 +332,26 @@ fn project_events(
                     out.push(Ok(Event::default().event("media").data(&marker)));
                 }
                 seen.marker = Some(marker);
+            }
+            if let Ok(devices) = state.db.devices(Some(&id)).await {
+                // What the table shows; "last seen" to the minute, and the minute itself, so
+                // a device that goes quiet turns offline on screen too.
+                let minute = now_ms() / 60_000;
+                let marker: String = devices
+                    .iter()
+                    .map(|d| {
+                        let seen_at = d.last_seen_at.unwrap_or(0) / 60_000;
+                        format!(
+                            "{}|{}|{}|{}|{seen_at};",
+                            d.id, d.name, d.status, d.client_version
+                        )
+                    })
+                    .chain(std::iter::once(minute.to_string()))
+                    .collect();
+                if seen.devices.as_ref().is_some_and(|m| *m != marker) {
+                    out.push(Ok(Event::default().event("devices").data("changed")));
+                }
+                seen.devices = Some(marker);
             }
             Some((futures_util::stream::iter(out), (state, id, seen, false)))
         },
