@@ -39,21 +39,22 @@ pub fn set_cookie(name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("rushes_invalid=1"))
 }
 
-pub fn csrf_token(key: &[u8], seed: &str) -> String {
+/// The MAC behind a CSRF token. The key is the server-wide signing key; the `csrf` prefix
+/// keeps these MACs apart from upload URL signatures made with the same key.
+fn csrf_mac(key: &[u8], seed: &str) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(b"csrf\n");
     mac.update(seed.as_bytes());
-    secrets::hex(&mac.finalize().into_bytes())
+    mac
 }
 
+pub fn csrf_token(key: &[u8], seed: &str) -> String {
+    secrets::hex(&csrf_mac(key, seed).finalize().into_bytes())
+}
+
+/// Checks a submitted token in constant time.
 pub fn csrf_ok(key: &[u8], seed: &str, submitted: &str) -> bool {
-    let Some(bytes) = secrets::unhex(submitted) else {
-        return false;
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(b"csrf\n");
-    mac.update(seed.as_bytes());
-    mac.verify_slice(&bytes).is_ok()
+    secrets::unhex(submitted).is_some_and(|bytes| csrf_mac(key, seed).verify_slice(&bytes).is_ok())
 }
 
 /// What every page's header needs.
