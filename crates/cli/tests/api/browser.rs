@@ -19,9 +19,7 @@ use fantoccini::{Client as Driver, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use rushes_proto::CLIENT_VERSION_HEADER;
-
-use crate::helpers::{TestServer, spawn_app};
+use crate::helpers::{FIRMWARE, TestServer, spawn_app};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -299,23 +297,10 @@ fn screenshot_dir() -> (PathBuf, Option<tempfile::TempDir>) {
     }
 }
 
-fn project_id(app: &TestServer, name: &str) -> String {
-    let list = app.cli_json(&["project", "list"]);
-    list.as_array()
-        .and_then(|a| a.iter().find(|p| p["name"] == name))
-        .and_then(|p| p["id"].as_str())
-        .unwrap_or_else(|| panic!("no project {name:?}: {list}"))
-        .to_owned()
-}
-
-/// The camera's firmware version, sent on every device call as the contract says.
-const FIRMWARE: &str = "1.2.3";
-
 async fn device_me(app: &TestServer, token: &str) -> StatusCode {
     app.client
         .get(app.at("/v2/devices/me"))
         .bearer_auth(token)
-        .header(CLIENT_VERSION_HEADER, FIRMWARE)
         .send()
         .await
         .expect("devices/me")
@@ -324,41 +309,11 @@ async fn device_me(app: &TestServer, token: &str) -> StatusCode {
 
 /// `POST /v2/devices/assets` for a video clip, as the camera sends it.
 async fn create_clip(app: &TestServer, token: &str, name: &str, size: usize) -> reqwest::Response {
-    app.client
-        .post(app.at("/v2/devices/assets"))
-        .bearer_auth(token)
-        .header(CLIENT_VERSION_HEADER, FIRMWARE)
-        .json(&json!({"name": name, "filesize": size, "filetype": "video/mp4"}))
-        .send()
-        .await
-        .expect("create asset")
-}
-
-/// Polls the upload status (bounded) until the server has the whole clip.
-async fn wait_complete(app: &TestServer, token: &str, asset_id: &str) {
-    let deadline = Instant::now() + STEP;
-    loop {
-        let status: Value = app
-            .client
-            .get(app.at(&format!("/v2/devices/assets/{asset_id}/upload")))
-            .bearer_auth(token)
-            .header(CLIENT_VERSION_HEADER, FIRMWARE)
-            .send()
-            .await
-            .expect("upload status")
-            .json()
-            .await
-            .expect("status body");
-        if status["state"] == "complete" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{asset_id} did not complete: {status}; log: {}",
-            app.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.create_asset_raw(
+        token,
+        json!({"name": name, "filesize": size, "filetype": "video/mp4"}),
+    )
+    .await
 }
 
 /// The whole of one test, so a hung browser or driver fails it instead of hanging CI.
@@ -379,7 +334,7 @@ async fn sign_in_pair_watch_play_pause_and_unpair_in_a_real_browser() {
 async fn sign_in_pair_watch_play_pause_and_unpair() {
     let app = spawn_app().await;
     let password = app.web_user("ed", true);
-    let project = project_id(&app, "Default");
+    let project = app.project_id("Default");
     let (shots, _tmp) = screenshot_dir();
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
 
@@ -481,7 +436,7 @@ async fn sign_in_pair_watch_play_pause_and_unpair() {
     );
     let asset: rushes_proto::asset::Asset = res.json().await.expect("asset body");
     app.upload(&asset, &clip).await;
-    wait_complete(&app, &token, &asset.id).await;
+    app.wait_complete(&token, &asset.id).await;
 
     // The clip shows up in the media browser by itself, in the same document.
     let find_clip = r#"
@@ -629,7 +584,7 @@ async fn pages_are_light_and_local() {
     let app = spawn_app().await;
     let password = app.web_user("ed", true);
     let web = app.web_client("ed", &password).await;
-    let project = project_id(&app, "Default");
+    let project = app.project_id("Default");
 
     // A project with a device and a clip, so the project page has something on it.
     let tokens = app.pair("WEIGHT-CAM-0001").await;

@@ -134,15 +134,6 @@ fn listed_device(app: &TestServer, client_id: &str) -> Value {
         .unwrap_or_else(|| panic!("device {client_id} not listed: {list}"))
 }
 
-fn project_id(app: &TestServer, name: &str) -> String {
-    let list = app.cli_json(&["project", "list"]);
-    list.as_array()
-        .and_then(|a| a.iter().find(|p| p["name"] == name))
-        .and_then(|p| p["id"].as_str())
-        .unwrap_or_else(|| panic!("project {name} not listed: {list}"))
-        .to_owned()
-}
-
 /// A timestamp the API returns: RFC 3339 in UTC.
 fn assert_timestamp(value: &Value, what: &str) {
     let s = value
@@ -170,7 +161,7 @@ async fn devices_me_describes_the_paired_device_and_shows_a_pause() {
     let me = get_json(&app, &tokens.access_token, "/v2/devices/me").await;
 
     let listed = listed_device(&app, "cam-me-0a1b2c");
-    let project = project_id(&app, "Default");
+    let project = app.project_id("Default");
     assert_eq!(me["_type"], "project_device", "{me}");
     assert_eq!(me["id"], listed["id"], "{me}");
     assert_eq!(me["name"], "C2C device 0a1b2c", "{me}");
@@ -394,7 +385,7 @@ async fn the_v2_assets_alias_creates_assets_like_v2_devices_assets() {
     assert_eq!(body["name"], "alias.mp4", "{body}");
     assert_eq!(body["filetype"], "video/mp4", "{body}");
     assert_eq!(body["filesize"], data.len(), "{body}");
-    assert_eq!(body["project_id"], project_id(&app, "Default"), "{body}");
+    assert_eq!(body["project_id"], app.project_id("Default"), "{body}");
     assert_eq!(
         body["upload_urls"].as_array().map(Vec::len),
         Some(1),

@@ -133,11 +133,21 @@ fn read_log(data: &Path) -> String {
     std::fs::read_to_string(data.join("server.log")).unwrap_or_default()
 }
 
-/// A client that trusts only the test server's own CA, as a camera would.
+/// The firmware version the test client reports on every call, as cameras do.
+pub const FIRMWARE: &str = "1.2.3";
+
+/// A client that trusts only the test server's own CA and sends `x-client-version` on
+/// every call, as a camera would (a request may still set its own).
 pub fn client_for(data: &Path) -> Client {
     let pem = std::fs::read(data.join("tls/ca.crt")).expect("ca.crt");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        rushes_proto::CLIENT_VERSION_HEADER,
+        reqwest::header::HeaderValue::from_static(FIRMWARE),
+    );
     Client::builder()
         .tls_certs_only([Certificate::from_pem(&pem).expect("CA pem")])
+        .default_headers(headers)
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client")
@@ -450,6 +460,16 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The id of the project named `name`, from `rushes project list --json`.
+    pub fn project_id(&self, name: &str) -> String {
+        let list = self.cli_json(&["project", "list"]);
+        list.as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name))
+            .and_then(|p| p["id"].as_str())
+            .unwrap_or_else(|| panic!("no project {name:?}: {list}"))
+            .to_owned()
     }
 
     /// The `rushes asset list --json` entry of an asset.

@@ -238,15 +238,6 @@ async fn get_with_cookie(app: &TestServer, path: &str, token: &str) -> Response 
         .expect("GET with a cookie")
 }
 
-fn project_id(app: &TestServer, name: &str) -> String {
-    let list = app.cli_json(&["project", "list"]);
-    list.as_array()
-        .and_then(|a| a.iter().find(|p| p["name"] == name))
-        .and_then(|p| p["id"].as_str())
-        .unwrap_or_else(|| panic!("no project {name:?}: {list}"))
-        .to_owned()
-}
-
 /// The `rushes device list --json` entry of a device.
 fn device(app: &TestServer, client_id: &str) -> Value {
     let list = app.cli_json(&["device", "list"]);
@@ -590,7 +581,7 @@ async fn pairing_forms_without_the_right_csrf_are_refused() {
     let pw = app.web_user("alice", true);
     let s = sign_in(&app, "alice", &pw).await;
     let foreign = foreign_token(&app, "alice", &pw).await;
-    let default = project_id(&app, "Default");
+    let default = app.project_id("Default");
     let code = app.code("cam-csrf", SCOPE).await;
     let user_code = code.user_code.as_str();
 
@@ -718,8 +709,8 @@ async fn a_user_sees_nothing_of_projects_they_are_not_a_member_of() {
     let bob_pw = app.web_user("bob", false);
     app.cli(&["project", "create", "B"]);
     app.cli(&["project", "add-member", "B", "bob"]);
-    let default = project_id(&app, "Default");
-    let b = project_id(&app, "B");
+    let default = app.project_id("Default");
+    let b = app.project_id("B");
 
     let data = test_bytes(2000, 1);
     let (_, asset) = paired_clip(&app, "cam-default", "Default", "secret.mp4", &data).await;
@@ -817,8 +808,8 @@ async fn pairing_offers_only_the_users_projects_and_refuses_a_forged_one() {
     let bob_pw = app.web_user("bob", false);
     app.cli(&["project", "create", "B"]);
     app.cli(&["project", "add-member", "B", "bob"]);
-    let default = project_id(&app, "Default");
-    let b = project_id(&app, "B");
+    let default = app.project_id("Default");
+    let b = app.project_id("B");
     let bob = sign_in(&app, "bob", &bob_pw).await;
     let code = app.code("cam-new", SCOPE).await;
 
@@ -866,12 +857,7 @@ async fn a_user_in_no_project_cannot_approve_anything() {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert!(!body(res).await.contains(CONFIRM_TITLE));
     let res = carol
-        .decide(
-            &app,
-            &code.user_code,
-            &project_id(&app, "Default"),
-            "approve",
-        )
+        .decide(&app, &code.user_code, &app.project_id("Default"), "approve")
         .await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert_eq!(pending_codes(&app), vec![code.user_code]);
@@ -913,7 +899,7 @@ async fn a_live_code_shows_its_device_and_approving_pairs_it() {
     let app = spawn_app().await;
     let pw = app.web_user("alice", true);
     let s = sign_in(&app, "alice", &pw).await;
-    let default = project_id(&app, "Default");
+    let default = app.project_id("Default");
     let code = named_code(&app, "SN-4711", "A-cam").await;
     let listed = app.cli_json(&["pairing", "list"]);
     let entry = &listed[0];
@@ -969,7 +955,7 @@ async fn deny_tells_the_device_no() {
     let s = sign_in(&app, "alice", &pw).await;
     let code = app.code("cam-deny", SCOPE).await;
     let res = s
-        .decide(&app, &code.user_code, &project_id(&app, "Default"), "deny")
+        .decide(&app, &code.user_code, &app.project_id("Default"), "deny")
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(body(res).await.contains("Denied."));
@@ -1012,7 +998,7 @@ async fn an_expired_code_says_expired() {
     let app = spawn_app_with(&["--code-lifetime", "1"]).await;
     let pw = app.web_user("alice", true);
     let s = sign_in(&app, "alice", &pw).await;
-    let default = project_id(&app, "Default");
+    let default = app.project_id("Default");
     let code = app.code("cam-late", SCOPE).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
@@ -1036,7 +1022,7 @@ async fn five_wrong_guesses_by_anyone_burn_a_live_code() {
     let bob_pw = app.web_user("bob", true);
     let alice = sign_in(&app, "alice", &alice_pw).await;
     let bob = sign_in(&app, "bob", &bob_pw).await;
-    let default = project_id(&app, "Default");
+    let default = app.project_id("Default");
     let code = named_code(&app, "cam-burn", "Burn-cam").await;
     let live = [code.user_code.as_str()];
 
@@ -1128,7 +1114,7 @@ async fn device_and_clip_names_are_escaped_on_every_page() {
     let app = spawn_app().await;
     let pw = app.web_user("alice", true);
     let s = sign_in(&app, "alice", &pw).await;
-    let default = project_id(&app, "Default");
+    let default = app.project_id("Default");
     let code = named_code(&app, "cam-xss", DEVICE).await;
 
     let res = s.enter_code(&app, &code.user_code).await;
@@ -1343,7 +1329,7 @@ async fn the_event_stream_reports_uploads_in_flight_and_new_clips() {
     let app = spawn_app_with(&["--part-size", "5242880"]).await;
     let pw = app.web_user("alice", true);
     let s = sign_in(&app, "alice", &pw).await;
-    let default = project_id(&app, "Default");
+    let default = app.project_id("Default");
     let token = app.pair("cam-live").await.access_token;
     let data = test_bytes(10 * MIB + 10, 4);
     let asset = app.create_asset(&token, "LIVE.mp4", data.len()).await;
@@ -1426,7 +1412,7 @@ async fn pages_carry_security_headers() {
     assert_security_headers(&res, "redirect to /login");
 
     let s = sign_in(&app, "alice", &pw).await;
-    let default = project_id(&app, "Default");
+    let default = app.project_id("Default");
     for path in [
         "/".to_owned(),
         "/pair".to_owned(),
@@ -1508,7 +1494,7 @@ async fn add_member_needs_an_existing_user_and_project() {
     let out = app.cli_raw(&["project", "add-member", "No such project", "bob"]);
     assert!(!out.status.success(), "a member of an unknown project");
 
-    let b = project_id(&app, "B");
+    let b = app.project_id("B");
     let s = sign_in(&app, "bob", &pw).await;
     assert_eq!(
         s.get(&app, &format!("/projects/{b}")).await.status(),
@@ -1528,7 +1514,7 @@ async fn the_event_stream_tells_the_page_when_a_device_changes() {
     let app = spawn_app().await;
     let pw = app.web_user("alice", true);
     let s = sign_in(&app, "alice", &pw).await;
-    let default = project_id(&app, "Default");
+    let default = app.project_id("Default");
     app.pair("cam-watched").await;
     let res = s.get(&app, &format!("/projects/{default}/events")).await;
     assert_eq!(res.status(), StatusCode::OK);
