@@ -137,9 +137,9 @@ pub async fn upload(state: &Path, args: UploadArgs) -> anyhow::Result<()> {
     let reporter = tokio::spawn(report(device.events(), args.json));
     let queued = device.enqueue(&args.files).await?;
     let summary = cancellable(device.upload_queue()).await;
-    // Let the reporter print the last events.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    reporter.abort();
+    // Dropping the device closes its event stream: the reporter prints what is left and ends.
+    drop(device);
+    let _ = reporter.await;
     let mut summary = summary?;
     summary.failed += queued.failed;
     if args.json {
