@@ -49,7 +49,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (creates the data directory and certificates on first start).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Projects devices upload into.
     #[command(subcommand)]
     Project(admin::ProjectCommand),
@@ -91,7 +91,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(target, args).await,
+            Command::Serve(args) => serve::run(target, *args).await,
             Command::Project(cmd) => admin::project(&target, cmd).await,
             Command::Pairing(cmd) => admin::pairing(&target, cmd).await,
             Command::Device(cmd) => {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use rushes_server::config::S3Config;
 use rushes_server::{Application, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -47,9 +48,43 @@ pub struct ServeArgs {
     /// Target upload part size in bytes (at least 5 MiB is used).
     #[arg(long, default_value_t = 25 * 1024 * 1024, value_name = "BYTES")]
     part_size: u64,
-    /// Most parts per asset (lower it for stores capped below 10,000).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Most parts per asset (lower it for stores capped below 10,000, e.g. 1000).
+    #[arg(long, visible_alias = "s3-max-parts", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_parts: u32,
+    /// Keep media in this S3-compatible store instead of the data directory; devices then
+    /// upload straight to it. Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(
+        long,
+        env = "RUSHES_S3_ENDPOINT",
+        requires = "s3_bucket",
+        value_name = "URL"
+    )]
+    s3_endpoint: Option<String>,
+    /// The bucket (it must exist).
+    #[arg(
+        long,
+        env = "RUSHES_S3_BUCKET",
+        requires = "s3_endpoint",
+        value_name = "NAME"
+    )]
+    s3_bucket: Option<String>,
+    /// The store's region (`auto` for stores without regions).
+    #[arg(
+        long,
+        env = "RUSHES_S3_REGION",
+        default_value = "us-east-1",
+        value_name = "REGION"
+    )]
+    s3_region: String,
+    /// Address the bucket as `bucket.endpoint` instead of `endpoint/bucket`.
+    #[arg(long)]
+    s3_virtual_host: bool,
+    /// Abort an S3 upload that received no part for this many seconds, freeing its parts.
+    #[arg(long, default_value_t = 7 * 24 * 3600, value_name = "SECS")]
+    s3_abandon_after: u64,
+    /// Longest pause, in seconds, between two listings of a pending S3 upload's parts.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    s3_max_check_pause: u64,
     /// Seconds a part upload may send nothing before it is dropped.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     idle_timeout: u64,
@@ -90,11 +125,30 @@ pub async fn run(target: crate::admin::Target, args: ServeArgs) -> anyhow::Resul
     config.part_size = args.part_size;
     config.max_parts = args.max_parts;
     config.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
+    if let (Some(endpoint), Some(bucket)) = (args.s3_endpoint, args.s3_bucket) {
+        let credential = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--s3-endpoint needs {name} in the environment"))
+        };
+        config.s3 = Some(S3Config {
+            endpoint,
+            bucket,
+            region: args.s3_region,
+            path_style: !args.s3_virtual_host,
+            access_key: credential("AWS_ACCESS_KEY_ID")?,
+            secret_key: credential("AWS_SECRET_ACCESS_KEY")?,
+        });
+    }
+    config.s3_abandon_after = Duration::from_secs(args.s3_abandon_after.max(1));
+    config.s3_max_check_pause = Duration::from_secs(args.s3_max_check_pause.max(1));
 
     let app = Application::build(config).await?;
     let banner = &app.banner;
     println!("Rushes is running at {}", banner.url);
     println!("  listening on {}", banner.listening_on);
+    println!("  media: {}", banner.media);
     if let (Some(path), Some(fingerprint)) = (&banner.ca_path, &banner.ca_fingerprint) {
         println!(
             "  root certificate: {} (also at {}/ca.crt)",

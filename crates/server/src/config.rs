@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::media::s3::S3Config;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Data directory: database, media, certificates.
@@ -34,6 +36,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// A part upload that sends no byte for this long is abandoned.
     pub idle_timeout: Duration,
+    /// Media in an S3-compatible bucket instead of the data directory.
+    pub s3: Option<S3Config>,
+    /// An S3 upload that receives no part for this long is aborted and its parts freed.
+    pub s3_abandon_after: Duration,
+    /// Longest pause between two listings of a pending S3 upload's parts.
+    pub s3_max_check_pause: Duration,
 }
 
 impl Config {
@@ -56,6 +64,9 @@ impl Config {
             max_parts: rushes_proto::parts::MAX_PARTS,
             request_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
+            s3: None,
+            s3_abandon_after: Duration::from_secs(7 * 24 * 3600),
+            s3_max_check_pause: Duration::from_secs(30),
         }
     }
 

@@ -59,6 +59,15 @@ impl ApiError {
         )
     }
 
+    /// The media store cannot be reached; the device should retry (503, `Retry-After`).
+    pub fn store_unavailable() -> ApiError {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            "The media store is unavailable; try again shortly.",
+        )
+    }
+
     pub fn channel_paused() -> ApiError {
         Self::new(
             StatusCode::CONFLICT,
@@ -105,6 +114,10 @@ impl IntoResponse for ApiError {
                 if status == StatusCode::UNAUTHORIZED {
                     res.headers_mut()
                         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                }
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    res.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 }
                 res
             }

@@ -62,6 +62,7 @@ async fn finalise(state: &AppState, asset_id: &str) -> anyhow::Result<()> {
             asset_id: asset.id.clone(),
             project_dir: project.dir.clone(),
             path: asset.path.clone(),
+            upload: asset.remote_upload(),
         };
         match state.media.assemble(&target, &parts).await {
             Ok(done) => {

@@ -13,6 +13,7 @@ mod error;
 mod extract;
 mod finalise;
 pub mod media;
+mod part_watch;
 pub mod passwords;
 mod routes;
 pub mod secrets;

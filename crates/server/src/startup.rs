@@ -11,17 +11,21 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::media::MediaStore;
 use crate::media::local::LocalStore;
+use crate::media::s3::S3Store;
 use crate::signing::UrlSigner;
 use crate::state::AppState;
 use crate::web::RateLimiter;
-use crate::{finalise, routes, secrets, tls};
+use crate::{finalise, part_watch, routes, secrets, tls};
 
 /// What the operator must be told at start.
 pub struct Banner {
     pub url: String,
     /// The bound address (the port is known even when asked for port 0).
     pub listening_on: SocketAddr,
+    /// Where media goes: a folder or an S3 bucket.
+    pub media: String,
     pub ca_path: Option<std::path::PathBuf>,
     pub ca_fingerprint: Option<String>,
     /// The `admin` user's password, only on the start that created it.
@@ -78,7 +82,26 @@ impl Application {
             .await?;
         let key = secrets::unhex(&key).context("the stored upload URL key is corrupt")?;
         let signer = UrlSigner::new(key.clone());
-        let local = Arc::new(LocalStore::new(&config.data_dir, signer)?);
+        let s3_description = config
+            .s3
+            .as_ref()
+            .map(|c| format!("S3 bucket {} at {}", c.bucket, c.endpoint));
+        let (media, local, s3): (Arc<dyn MediaStore>, _, _) = match &config.s3 {
+            Some(s3_config) => {
+                let store = Arc::new(S3Store::new(s3_config)?);
+                store.check_bucket().await.with_context(|| {
+                    format!(
+                        "using S3 bucket {:?} at {}",
+                        s3_config.bucket, s3_config.endpoint
+                    )
+                })?;
+                (store.clone(), None, Some(store))
+            }
+            None => {
+                let local = Arc::new(LocalStore::new(&config.data_dir, signer)?);
+                (local.clone(), Some(local), None)
+            }
+        };
         let rustls =
             RustlsConfig::from_pem(tls.cert_chain_pem.into_bytes(), tls.key_pem.into_bytes())
                 .await
@@ -86,6 +109,10 @@ impl Application {
         let banner = Banner {
             url: public_url.clone(),
             listening_on: local_addr,
+            media: match &s3_description {
+                Some(d) => d.clone(),
+                None => config.media_dir().display().to_string(),
+            },
             ca_path: tls.ca.as_ref().map(|ca| ca.path.clone()),
             ca_fingerprint: tls.ca.as_ref().map(|ca| ca.fingerprint.clone()),
             admin_password,
@@ -94,8 +121,9 @@ impl Application {
             db,
             config: Arc::new(config),
             public_url: public_url.into(),
-            media: local.clone(),
-            local: Some(local),
+            media,
+            local,
+            s3,
             ca_pem: tls.ca.map(|ca| ca.pem.into()),
             web_key: key.into(),
             // Per process: enough to make guessing slow (see docs).
@@ -118,6 +146,9 @@ impl Application {
     /// Serves until SIGINT or SIGTERM, then drains connections for up to 10 s.
     pub async fn run(self) -> anyhow::Result<()> {
         let app = routes::router(self.state.clone());
+        if let Some(s3) = &self.state.s3 {
+            part_watch::spawn(self.state.clone(), s3.clone());
+        }
         let recover_state = self.state.clone();
         tokio::spawn(async move {
             if let Err(e) = finalise::recover(&recover_state).await {

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::media::MediaStore;
 use crate::media::local::LocalStore;
+use crate::media::s3::S3Store;
 use crate::web::RateLimiter;
 
 #[derive(Clone)]
@@ -17,6 +18,8 @@ pub struct AppState {
     pub media: Arc<dyn MediaStore>,
     /// The local store, when it is the media store: it also receives the part bytes.
     pub local: Option<Arc<LocalStore>>,
+    /// The S3 store, when it is the media store: parts are watched for, files streamed.
+    pub s3: Option<Arc<S3Store>>,
     /// `tls/ca.crt`, offered for download (none with an operator's own certificate).
     pub ca_pem: Option<Arc<str>>,
     /// Key for the web UI's CSRF tokens (the server-wide signing key).

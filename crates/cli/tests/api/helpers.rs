@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Certificate, Client, Response, StatusCode};
@@ -22,6 +23,9 @@ pub struct TestServer {
     /// The server's PostgreSQL database, when the suite runs against PostgreSQL
     /// (`RUSHES_TEST_DATABASE_URL`); `None`: SQLite in the data directory.
     pub database_url: Option<String>,
+    /// The S3 server holding the media, when the suite runs against S3
+    /// (`RUSHES_TEST_MEDIA=s3`) or a test asked for it; `None`: the local store.
+    pub s3: Option<Arc<S3Server>>,
     args: Vec<String>,
     child: Option<Child>,
     // Dropped last: the server must stop before its directory goes.
@@ -33,22 +37,173 @@ pub async fn spawn_app() -> TestServer {
     spawn_app_with(&[]).await
 }
 
-/// Starts a server with extra `rushes serve` flags (e.g. `--poll-interval 1`).
+/// Starts a server with extra `rushes serve` flags (e.g. `--poll-interval 1`), its media in
+/// the data directory, or in S3 when `RUSHES_TEST_MEDIA=s3`.
 pub async fn spawn_app_with(args: &[&str]) -> TestServer {
+    spawn(args, suite_uses_s3()).await
+}
+
+/// Starts a server whose media store is a real S3 server (s3s-fs) of its own, whatever
+/// `RUSHES_TEST_MEDIA` says.
+pub async fn spawn_app_on_s3(args: &[&str]) -> TestServer {
+    spawn(args, true).await
+}
+
+/// Whether this run of the suite keeps media in S3 (`RUSHES_TEST_MEDIA=s3`).
+pub fn suite_uses_s3() -> bool {
+    std::env::var("RUSHES_TEST_MEDIA").is_ok_and(|m| m == "s3")
+}
+
+async fn spawn(args: &[&str], on_s3: bool) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let database_url = fresh_database();
-    let (child, url) = start(&data, &args, "127.0.0.1:0", database_url.as_deref());
+    let s3 = on_s3.then(|| Arc::new(S3Server::start(&dir.path().join("s3"))));
+    let (child, url) = start(
+        &data,
+        &args,
+        "127.0.0.1:0",
+        database_url.as_deref(),
+        s3.as_deref(),
+    );
     let client = client_for(&data);
     TestServer {
         url,
         client,
         data,
         database_url,
+        s3,
         args,
         child: Some(child),
         _dir: Some(dir),
+    }
+}
+
+/// A real S3-compatible server (s3s-fs, which checks SigV4 signatures, presigned expiry and
+/// the 5 MiB part minimum) on a random port, storing buckets as folders under `root`.
+/// Killed when dropped.
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: PathBuf,
+    pub bucket: String,
+    port: u16,
+    child: std::sync::Mutex<Child>,
+}
+
+pub const S3_ACCESS_KEY: &str = "rushes-test-key";
+pub const S3_SECRET_KEY: &str = "rushes-test-secret";
+
+/// Where s3s-fs is: `RUSHES_S3S_FS`, the path `scripts/install-test-tools` installs it
+/// to, or `s3s-fs` on the PATH.
+fn s3s_fs_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("RUSHES_S3S_FS") {
+        return PathBuf::from(path);
+    }
+    let installed = PathBuf::from("/opt/rushes-tools/bin/s3s-fs");
+    if installed.exists() {
+        return installed;
+    }
+    PathBuf::from("s3s-fs")
+}
+
+impl S3Server {
+    pub fn start(root: &Path) -> S3Server {
+        let bucket = "rushes-media".to_owned();
+        std::fs::create_dir_all(root.join(&bucket)).expect("bucket folder");
+        for _ in 0..5 {
+            // A free port, released just before s3s-fs takes it; retried if another
+            // process took it in between.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            if let Some(child) = launch_s3s_fs(root, port) {
+                return S3Server {
+                    endpoint: format!("http://127.0.0.1:{port}"),
+                    root: root.to_owned(),
+                    bucket,
+                    port,
+                    child: std::sync::Mutex::new(child),
+                };
+            }
+        }
+        panic!(
+            "s3s-fs did not start: {}",
+            std::fs::read_to_string(root.with_extension("log")).unwrap_or_default()
+        );
+    }
+
+    /// Starts the store again after [`S3Server::stop`], on the same port and folder.
+    pub fn restart(&self) {
+        self.stop();
+        let child = launch_s3s_fs(&self.root, self.port).expect("s3s-fs restarts on its port");
+        *self.child.lock().expect("s3s-fs child") = child;
+    }
+
+    /// The flags that point `rushes serve` at this store.
+    pub fn serve_args(&self) -> Vec<String> {
+        vec![
+            "--s3-endpoint".into(),
+            self.endpoint.clone(),
+            "--s3-bucket".into(),
+            self.bucket.clone(),
+            "--s3-region".into(),
+            "auto".into(),
+        ]
+    }
+
+    /// Where s3s-fs keeps an object's bytes.
+    pub fn object_path(&self, key: &str) -> PathBuf {
+        self.root.join(&self.bucket).join(key)
+    }
+
+    /// Stops the store (to test what servers do while it is down).
+    pub fn stop(&self) {
+        let mut child = self.child.lock().expect("s3s-fs child");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Starts s3s-fs on `port` and waits until it accepts connections; `None` if it exits first
+/// (the port was taken).
+fn launch_s3s_fs(root: &Path, port: u16) -> Option<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.with_extension("log"))
+        .expect("s3s-fs log");
+    let mut child = Command::new(s3s_fs_binary())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start s3s-fs ({e}); install it with scripts/install-test-tools \
+                 or set RUSHES_S3S_FS"
+            )
+        });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(child);
+        }
+        if child.try_wait().expect("s3s-fs status").is_some() || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -84,6 +239,7 @@ fn start(
     args: &[String],
     listen: &str,
     database_url: Option<&str>,
+    s3: Option<&S3Server>,
 ) -> (Child, String) {
     std::fs::create_dir_all(data).expect("data dir");
     let log = std::fs::OpenOptions::new()
@@ -95,12 +251,19 @@ fn start(
     if let Some(url) = database_url {
         command.env("RUSHES_DATABASE_URL", url);
     }
+    if s3.is_some() {
+        command
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
+    }
+    let s3_args = s3.map(S3Server::serve_args).unwrap_or_default();
     let mut child = command
         .arg("serve")
         .arg("--data")
         .arg(data)
         .arg("--listen")
         .arg(listen)
+        .args(&s3_args)
         .args(args)
         .env("RUST_LOG", "info")
         .env("RUSHES_LOG_FORMAT", "json")
@@ -170,12 +333,14 @@ impl TestServer {
             &self.args,
             "127.0.0.1:0",
             self.database_url.as_deref(),
+            self.s3.as_deref(),
         );
         TestServer {
             url,
             client: client_for(&self.data),
             data: self.data.clone(),
             database_url: self.database_url.clone(),
+            s3: self.s3.clone(),
             args: self.args.clone(),
             child: Some(child),
             _dir: None,
@@ -194,7 +359,13 @@ impl TestServer {
     pub fn restart(&mut self) {
         self.kill();
         let addr = self.url.trim_start_matches("https://").to_owned();
-        let (child, url) = start(&self.data, &self.args, &addr, self.database_url.as_deref());
+        let (child, url) = start(
+            &self.data,
+            &self.args,
+            &addr,
+            self.database_url.as_deref(),
+            self.s3.as_deref(),
+        );
         self.child = Some(child);
         self.url = url;
     }
@@ -480,13 +651,15 @@ impl TestServer {
             .unwrap_or_else(|| panic!("asset {asset_id} not listed: {list}"))
     }
 
-    /// The finished file on disk for a listed asset.
+    /// The finished file on disk for a listed asset (in the S3 server's folder when the
+    /// media is in S3).
     pub fn asset_file(&self, entry: &Value) -> PathBuf {
         let project = entry["project"].as_str().expect("project");
-        self.data
-            .join("media")
-            .join(project)
-            .join(entry["path"].as_str().expect("path"))
+        let path = entry["path"].as_str().expect("path");
+        match &self.s3 {
+            Some(s3) => s3.object_path(&format!("{project}/{path}")),
+            None => self.data.join("media").join(project).join(path),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use rushes_proto::parts::PartPlan;
 use super::{Db, DbResult, Tx, new_id};
 use crate::clock::{Millis, now_ms};
 use crate::domain::AssetName;
+use crate::media::RemoteUpload;
 
 /// What to create; everything already validated.
 #[derive(Debug, Clone)]
@@ -31,6 +32,9 @@ pub enum AssetState {
     /// Every part is in; the bytes are being joined (or will be, after a restart).
     Assembling,
     Complete,
+    /// No part arrived for longer than the store keeps uploads open; the store's upload was
+    /// aborted and its parts freed (S3 only).
+    Abandoned,
 }
 
 impl AssetState {
@@ -38,6 +42,7 @@ impl AssetState {
         match s {
             "complete" => AssetState::Complete,
             "assembling" => AssetState::Assembling,
+            "abandoned" => AssetState::Abandoned,
             _ => AssetState::Uploading,
         }
     }
@@ -61,11 +66,21 @@ pub struct Asset {
     state: String,
     pub sha256: Option<String>,
     pub created_at: i64,
+    object_key: Option<String>,
+    upload_id: Option<String>,
 }
 
 impl Asset {
     pub fn state(&self) -> AssetState {
         AssetState::parse(&self.state)
+    }
+
+    /// The media store's own upload (S3's multipart upload), if it holds one.
+    pub fn remote_upload(&self) -> Option<RemoteUpload> {
+        Some(RemoteUpload {
+            key: self.object_key.clone()?,
+            upload_id: self.upload_id.clone()?,
+        })
     }
 
     pub fn is_realtime(&self) -> bool {
@@ -129,7 +144,7 @@ pub struct AssetListing {
 
 const ASSET_COLUMNS: &str =
     "id, project_id, device_id, name, path, filetype, filesize, channel, offset_secs,
-     recorded_at, realtime, part_size, part_count, state, sha256, created_at";
+     recorded_at, realtime, part_size, part_count, state, sha256, created_at, object_key, upload_id";
 
 impl Db {
     /// Creates the asset under the first free name in its folder (`clip.mov`,

@@ -14,6 +14,7 @@ mod assets;
 mod devices;
 mod pairing;
 mod projects;
+mod remote;
 mod settings;
 mod tokens;
 mod users;

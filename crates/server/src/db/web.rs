@@ -222,7 +222,7 @@ impl Db {
         sqlx::query_as(
             "SELECT a.id, a.path, a.filesize AS total,
                     CAST(COALESCE((SELECT SUM(p.size) FROM parts p WHERE p.asset_id = a.id AND p.received_at IS NOT NULL), 0) AS BIGINT) AS received
-             FROM assets a WHERE a.project_id = $1 AND a.state <> 'complete' ORDER BY a.created_at",
+             FROM assets a WHERE a.project_id = $1 AND a.state IN ('uploading', 'assembling') ORDER BY a.created_at",
         )
         .bind(project_id)
         .fetch_all(self.pool())

@@ -21,7 +21,9 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{AssembleError, Assembled, AssetTarget, MediaStore, StoredPart};
+use super::{
+    AssembleError, Assembled, AssetTarget, BeginError, MediaStore, RemoteUpload, StoredPart,
+};
 use crate::secrets::hex;
 use crate::signing::{PartGrant, UrlSigner};
 
@@ -144,20 +146,30 @@ impl MediaStore for LocalStore {
         &self,
         base_url: &str,
         asset_id: &str,
+        _upload: Option<&RemoteUpload>,
         number: u32,
         size: u64,
         expires: i64,
-    ) -> String {
+    ) -> Option<String> {
         let grant = PartGrant {
             asset_id: asset_id.to_owned(),
             number,
             size,
             expires,
         };
-        format!(
+        Some(format!(
             "{base_url}/upload/{asset_id}/{number}?{}",
             self.signer.query(&grant)
-        )
+        ))
+    }
+
+    async fn begin_upload(
+        &self,
+        _key: &str,
+        _filetype: &str,
+    ) -> Result<Option<RemoteUpload>, BeginError> {
+        // Parts arrive at this server; the path is checked on disk when they are joined.
+        Ok(None)
     }
 
     async fn assemble(

@@ -4,9 +4,11 @@
 //! part to, a way to join the parts into the finished asset (with its SHA-256), and a way to
 //! drop the parts of an upload. [`MediaStore`] is that interface. The local file-system
 //! store ([`local::LocalStore`]) also receives the part bytes itself, through the server's
-//! own upload endpoint; an S3 store lets devices upload straight to the bucket.
+//! own upload endpoint; the S3 store ([`s3::S3Store`]) lets devices upload straight to the
+//! bucket, and `part_watch` notices the parts arriving there.
 
 pub mod local;
+pub mod s3;
 
 use async_trait::async_trait;
 
@@ -16,6 +18,25 @@ pub struct AssetTarget {
     pub asset_id: String,
     pub project_dir: String,
     pub path: String,
+    /// The store's own upload, for stores that have one (S3's multipart upload).
+    pub upload: Option<RemoteUpload>,
+}
+
+/// An upload held by the store itself: an S3 multipart upload, named by its object key and
+/// upload id. Recorded with the asset when it is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteUpload {
+    pub key: String,
+    pub upload_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BeginError {
+    /// Something that is not a Rushes asset already sits at the key.
+    #[error("the target path is taken")]
+    PathTaken,
+    #[error("the media store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The bytes of one received part, as the store named them when they arrived.
@@ -45,14 +66,24 @@ pub enum AssembleError {
 pub trait MediaStore: Send + Sync {
     /// URL that accepts one PUT of part `number` (`size` bytes) until `expires` (Unix s).
     /// `base_url` is this server as the device reaches it, for stores it receives itself.
+    /// `None` when the asset's upload was started on another kind of store (the operator
+    /// switched stores while it was in flight).
     fn part_url(
         &self,
         base_url: &str,
         asset_id: &str,
+        upload: Option<&RemoteUpload>,
         number: u32,
         size: u64,
         expires: i64,
-    ) -> String;
+    ) -> Option<String>;
+
+    /// Prepares the store for a new asset to be uploaded as `key` (`<project dir>/<path>`).
+    async fn begin_upload(
+        &self,
+        key: &str,
+        filetype: &str,
+    ) -> Result<Option<RemoteUpload>, BeginError>;
 
     /// Joins `parts` in order into the asset at `target`. Idempotent: after a crash it can
     /// run again over the same parts and finds its own earlier result.

@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rushes_proto::asset::{
     Asset as AssetBody, MissingPart, RealtimeAsset, UploadStatus, UploadUrls,
@@ -17,8 +18,9 @@ use crate::domain::names::{folder_name, mime_from_name, parse_mime};
 use crate::domain::{AssetName, MediaType};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{BaseUrl, Device, Fields};
-use crate::finalise;
+use crate::media::BeginError;
 use crate::state::AppState;
+use crate::{finalise, part_watch};
 
 /// Recording offsets beyond this (about 50 years) are nonsense rather than old footage.
 const MAX_OFFSET_SECS: i64 = 50 * 365 * 24 * 3600;
@@ -161,6 +163,7 @@ pub async fn create(
             plan,
         })
         .await?;
+    let asset = begin_upload(&state, asset).await?;
     tracing::info!(asset = %asset.id, path = %asset.path, realtime, "asset created");
     let Some(plan) = plan else {
         return Ok(Json(RealtimeAsset {
@@ -169,14 +172,12 @@ pub async fn create(
         })
         .into_response());
     };
-    let expires = url_expiry(&state);
-    let upload_urls = (1..=plan.count)
-        .map(|n| {
-            state
-                .media
-                .part_url(&base_url, &asset.id, n, plan.len(n), expires)
-        })
-        .collect();
+    let upload_urls = part_urls(
+        &state,
+        &base_url,
+        &asset,
+        (1..=plan.count).map(|n| (n, plan.len(n))),
+    )?;
     Ok(Json(AssetBody {
         id: asset.id,
         name: asset.name,
@@ -192,6 +193,68 @@ pub async fn create(
         path: asset.path,
     })
     .into_response())
+}
+
+/// Starts the media store's own upload for a new asset (S3's multipart upload). An object
+/// the database does not know at the asset's key makes it take the next free name; a store
+/// that cannot be reached undoes the asset and answers 503, so the device retries.
+async fn begin_upload(state: &AppState, mut asset: Asset) -> ApiResult<Asset> {
+    let project = state
+        .db
+        .project(&asset.project_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("project vanished")))?;
+    for _ in 0..100 {
+        let key = format!("{}/{}", project.dir, asset.path);
+        match state.media.begin_upload(&key, &asset.filetype).await {
+            Ok(None) => return Ok(asset),
+            Ok(Some(upload)) => {
+                state
+                    .db
+                    .set_remote_upload(&asset.id, &upload, now_ms())
+                    .await?;
+                return Ok(state.db.asset(&asset.id).await?.unwrap_or(asset));
+            }
+            Err(BeginError::PathTaken) => {
+                asset.path = state.db.reserve_next_path(&asset).await?;
+            }
+            Err(BeginError::Unavailable(why)) => {
+                tracing::error!(asset = %asset.id, error = %why, "starting an upload in the media store failed");
+                state.db.discard_new_asset(&asset.id).await?;
+                return Err(ApiError::store_unavailable());
+            }
+        }
+    }
+    state.db.discard_new_asset(&asset.id).await?;
+    Err(ApiError::Internal(anyhow::anyhow!(
+        "no free name for {} in the media store",
+        asset.path
+    )))
+}
+
+/// Upload URLs for `parts` (number, size) of `asset`, in order.
+fn part_urls(
+    state: &AppState,
+    base_url: &str,
+    asset: &Asset,
+    parts: impl Iterator<Item = (u32, u64)>,
+) -> ApiResult<Vec<String>> {
+    let expires = url_expiry(state);
+    let upload = asset.remote_upload();
+    parts
+        .map(|(n, size)| {
+            state
+                .media
+                .part_url(base_url, &asset.id, upload.as_ref(), n, size, expires)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        "This upload was started on another media store; create the asset again.",
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The asset `id` if it belongs to the calling device; 404 otherwise, whether or not it
@@ -248,12 +311,16 @@ pub async fn register_parts(
         .map_err(|problem| ApiError::invalid_field("parts", problem))?;
     if state.db.claim_if_ready(&asset.id).await? {
         finalise::spawn(state.clone(), asset.id.clone());
+    } else {
+        // Parts PUT before they were registered are only recorded by a listing.
+        state.db.check_soon(&asset.id, now_ms()).await?;
     }
-    let expires = url_expiry(&state);
-    let upload_urls = parts
-        .iter()
-        .map(|&(n, size, _)| state.media.part_url(&base_url, &asset.id, n, size, expires))
-        .collect();
+    let upload_urls = part_urls(
+        &state,
+        &base_url,
+        &asset,
+        parts.iter().map(|&(n, size, _)| (n, size)),
+    )?;
     Ok(Json(UploadUrls { upload_urls }))
 }
 
@@ -311,7 +378,17 @@ pub async fn upload_status(
     Device(device): Device,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UploadStatus>> {
-    let asset = own_asset(&state, &device, &id).await?;
+    let mut asset = own_asset(&state, &device, &id).await?;
+    if let Some(s3) = &state.s3
+        && asset.state() == AssetState::Uploading
+    {
+        // The store is the truth about which parts arrived: look now rather than answer
+        // from the last scheduled listing.
+        if let Err(e) = part_watch::check(&state, s3, &asset.id).await {
+            tracing::warn!(asset = %asset.id, error = %e, "listing the parts for a device failed");
+        }
+        asset = own_asset(&state, &device, &id).await?;
+    }
     let known = state.db.parts(&asset.id).await?;
     let received: Vec<u32> = known
         .iter()
@@ -319,7 +396,6 @@ pub async fn upload_status(
         .map(|p| p.number as u32)
         .collect();
     let complete = asset.state() != AssetState::Uploading;
-    let expires = url_expiry(&state);
     let wanted: Vec<(u32, u64)> = if complete {
         Vec::new()
     } else if let Some(plan) = asset.plan() {
@@ -334,21 +410,18 @@ pub async fn upload_status(
             .map(|p| (p.number as u32, p.size as u64))
             .collect()
     };
+    let urls = part_urls(&state, &base_url, &asset, wanted.iter().copied())?;
     let missing = wanted
         .into_iter()
-        .map(|(number, size)| MissingPart {
-            number,
-            size,
-            url: state
-                .media
-                .part_url(&base_url, &asset.id, number, size, expires),
-        })
+        .zip(urls)
+        .map(|((number, size), url)| MissingPart { number, size, url })
         .collect();
     let plan = asset.plan();
-    let state = if asset.state() == AssetState::Complete {
-        "complete"
-    } else {
-        "uploading"
+    let state = match asset.state() {
+        AssetState::Complete => "complete",
+        // Nothing more can be sent to it: the device must create the asset again.
+        AssetState::Abandoned => "abandoned",
+        AssetState::Uploading | AssetState::Assembling => "uploading",
     };
     Ok(Json(UploadStatus {
         id: asset.id,

@@ -145,6 +145,20 @@ pub(crate) fn internal(nav: Nav, e: impl std::fmt::Display) -> Response {
     )
 }
 
+/// The media store cannot be reached (503 with `Retry-After`).
+pub(crate) fn unavailable(nav: Nav) -> Response {
+    let mut res = error_page(
+        nav,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The media store is unavailable; try again shortly.",
+    );
+    res.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("5"),
+    );
+    res
+}
+
 #[derive(Template)]
 #[template(path = "setup.html")]
 struct SetupPage {

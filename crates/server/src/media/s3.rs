@@ -1,0 +1,523 @@
+//! The S3-compatible media store: devices upload straight into a bucket.
+//!
+//! Each asset is one S3 multipart upload, started when the asset is created; its object key
+//! is `<project folder>/<asset path>`, the same layout as the local store. The part URLs
+//! handed to devices are presigned `UploadPart` URLs, so the bytes never pass through
+//! Rushes. They sign `x-amz-acl: private` (real devices always send it, and S3 refuses
+//! unsigned `x-amz-*` headers) and the part's exact `Content-Length` (S3 then refuses a
+//! part of the wrong length instead of storing it); `Content-Type` is left unsigned.
+//!
+//! Nothing tells the server that a part arrived: `part_watch` lists the parts of pending
+//! uploads. Once every part is in, [`MediaStore::assemble`] completes the multipart upload
+//! and reads the object back once to record its SHA-256 (S3 keeps no whole-object SHA-256
+//! of a multipart object).
+//!
+//! Requests are signed with `rusty-s3` (a sans-IO presigner) and sent with `reqwest`,
+//! which the workspace already builds; the AWS SDK would double the build for the six
+//! calls used here.
+
+use std::io;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use instant_xml::FromXml;
+use reqwest::{Method, StatusCode, Url};
+use rusty_s3::actions::{CreateMultipartUpload, S3Action};
+use rusty_s3::{Bucket, Credentials, UrlStyle};
+use sha2::{Digest, Sha256};
+
+use super::{
+    AssembleError, Assembled, AssetTarget, BeginError, MediaStore, RemoteUpload, StoredPart,
+};
+use crate::secrets::hex;
+
+/// How to reach the bucket.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// `https://s3.example.net`: used by the server and handed to devices in part URLs.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    /// Bucket in the path (`endpoint/bucket/key`), which every S3-compatible store
+    /// accepts, rather than in the host name (`bucket.endpoint/key`).
+    pub path_style: bool,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub struct S3Store {
+    bucket: Bucket,
+    credentials: Credentials,
+    http: reqwest::Client,
+}
+
+/// A part as the store lists it.
+#[derive(Debug, Clone)]
+pub struct ListedPart {
+    pub number: u32,
+    pub size: u64,
+    /// Some S3-compatible stores leave it out of listings.
+    pub etag: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    /// The multipart upload is gone (completed, aborted, or expired by a bucket rule).
+    #[error("the store no longer knows this upload")]
+    NoSuchUpload,
+    #[error("the S3 store answered {status}: {code} {message}")]
+    Refused {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    #[error("the S3 store could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the S3 store sent an answer that is not understood: {0}")]
+    Garbled(String),
+}
+
+impl From<S3Error> for io::Error {
+    fn from(e: S3Error) -> io::Error {
+        io::Error::other(e.to_string())
+    }
+}
+
+/// How long the server's own signed requests stay valid.
+const OWN_REQUEST_LIFETIME: Duration = Duration::from_secs(300);
+/// S3 lists at most 1,000 parts per page; 10,000 parts take ten pages.
+const MAX_LIST_PAGES: usize = 10;
+const S3_XML_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+impl S3Store {
+    pub fn new(config: &S3Config) -> anyhow::Result<S3Store> {
+        let endpoint: Url = config
+            .endpoint
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--s3-endpoint {:?}: {e}", config.endpoint))?;
+        let style = if config.path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let bucket = Bucket::new(
+            endpoint,
+            style,
+            config.bucket.clone(),
+            config.region.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("S3 bucket {:?}: {e}", config.bucket))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(S3Store {
+            bucket,
+            credentials: Credentials::new(config.access_key.clone(), config.secret_key.clone()),
+            http,
+        })
+    }
+
+    /// Fails with a clear message when the bucket cannot be used (checked at start).
+    pub async fn check_bucket(&self) -> Result<(), S3Error> {
+        let url = self
+            .bucket
+            .head_bucket(Some(&self.credentials))
+            .sign(OWN_REQUEST_LIFETIME);
+        let res = self.send(self.http.head(url)).await?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        Err(refused(res).await)
+    }
+
+    /// Lists every part received so far.
+    pub async fn list_parts(&self, upload: &RemoteUpload) -> Result<Vec<ListedPart>, S3Error> {
+        let mut parts = Vec::new();
+        let mut marker: Option<u16> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let mut action =
+                self.bucket
+                    .list_parts(Some(&self.credentials), &upload.key, &upload.upload_id);
+            if let Some(m) = marker {
+                action.set_part_number_marker(m);
+            }
+            let url = action.sign(OWN_REQUEST_LIFETIME);
+            let res = self.send(self.http.get(url)).await?;
+            if !res.status().is_success() {
+                return Err(refused(res).await);
+            }
+            let text = res
+                .text()
+                .await
+                .map_err(|e| S3Error::Unreachable(e.to_string()))?;
+            let page: ListPartsResult =
+                instant_xml::from_str(&text).map_err(|e| S3Error::Garbled(e.to_string()))?;
+            parts.extend(page.parts.into_iter().filter_map(|p| {
+                Some(ListedPart {
+                    number: u32::from(p.number?),
+                    size: p.size?,
+                    etag: p.etag.filter(|e| !e.is_empty()),
+                })
+            }));
+            match (page.is_truncated, page.next_part_number_marker) {
+                (Some(true), Some(next)) if Some(next) != marker && next > 0 => marker = Some(next),
+                _ => return Ok(parts),
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Abandons an upload and frees the storage of its parts. An upload that is already
+    /// gone counts as aborted.
+    pub async fn abort(&self, upload: &RemoteUpload) -> Result<(), S3Error> {
+        let url = self
+            .bucket
+            .abort_multipart_upload(Some(&self.credentials), &upload.key, &upload.upload_id)
+            .sign(OWN_REQUEST_LIFETIME);
+        let res = self.send(self.http.delete(url)).await?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        match refused(res).await {
+            S3Error::NoSuchUpload => Ok(()),
+            e => Err(e),
+        }
+    }
+
+    /// Fetches the object `key`, passing a browser's `Range` and `If-Range` through so
+    /// playback can seek and downloads can resume. The answer streams.
+    pub async fn get(
+        &self,
+        key: &str,
+        head: bool,
+        range: Option<&str>,
+        if_range: Option<&str>,
+    ) -> Result<reqwest::Response, S3Error> {
+        let (method, url) = if head {
+            let url = self
+                .bucket
+                .head_object(Some(&self.credentials), key)
+                .sign(OWN_REQUEST_LIFETIME);
+            (Method::HEAD, url)
+        } else {
+            let url = self
+                .bucket
+                .get_object(Some(&self.credentials), key)
+                .sign(OWN_REQUEST_LIFETIME);
+            (Method::GET, url)
+        };
+        let mut req = self.http.request(method, url);
+        if let Some(range) = range {
+            req = req.header(reqwest::header::RANGE, range);
+        }
+        if let Some(tag) = if_range {
+            req = req.header(reqwest::header::IF_RANGE, tag);
+        }
+        self.send(req).await
+    }
+
+    async fn object_exists(&self, key: &str) -> Result<bool, S3Error> {
+        let res = self.get(key, true, None, None).await?;
+        match res.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(refused(res).await),
+        }
+    }
+
+    async fn complete(&self, upload: &RemoteUpload, parts: &[StoredPart]) -> Result<(), S3Error> {
+        let url = self
+            .bucket
+            .complete_multipart_upload(
+                Some(&self.credentials),
+                &upload.key,
+                &upload.upload_id,
+                std::iter::empty(),
+            )
+            .sign(OWN_REQUEST_LIFETIME);
+        let res = self
+            .send(self.http.post(url).body(complete_body(parts)))
+            .await?;
+        let status = res.status();
+        let text = res
+            .text()
+            .await
+            .map_err(|e| S3Error::Unreachable(e.to_string()))?;
+        // S3 may answer 200 and still fail: the error then comes in the body.
+        if status.is_success() && !text.contains("<Error>") {
+            return Ok(());
+        }
+        Err(parse_error(status, &text))
+    }
+
+    /// Reads the object once, hashing it.
+    async fn hash_object(&self, key: &str) -> Result<Assembled, S3Error> {
+        let res = self.get(key, false, None, None).await?;
+        if !res.status().is_success() {
+            return Err(refused(res).await);
+        }
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut body = res.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| S3Error::Unreachable(e.to_string()))?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok(Assembled {
+            sha256: hex(&hasher.finalize()),
+            size,
+        })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, S3Error> {
+        req.send().await.map_err(|e| {
+            let mut chain = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                chain.push_str(": ");
+                chain.push_str(&s.to_string());
+                source = s.source();
+            }
+            S3Error::Unreachable(chain)
+        })
+    }
+}
+
+#[async_trait]
+impl MediaStore for S3Store {
+    fn part_url(
+        &self,
+        _base_url: &str,
+        _asset_id: &str,
+        upload: Option<&RemoteUpload>,
+        number: u32,
+        size: u64,
+        expires: i64,
+    ) -> Option<String> {
+        let upload = upload?;
+        let number = u16::try_from(number).ok()?;
+        let mut action = self.bucket.upload_part(
+            Some(&self.credentials),
+            &upload.key,
+            number,
+            &upload.upload_id,
+        );
+        action.headers_mut().insert("x-amz-acl", "private");
+        action
+            .headers_mut()
+            .insert("content-length", size.to_string());
+        let lifetime = expires - crate::clock::now_ms() / 1000;
+        let lifetime = Duration::from_secs(u64::try_from(lifetime).unwrap_or(1).max(1));
+        Some(action.sign(lifetime).to_string())
+    }
+
+    async fn begin_upload(
+        &self,
+        key: &str,
+        filetype: &str,
+    ) -> Result<Option<RemoteUpload>, BeginError> {
+        // Never overwrite: an object already at this key (put there by someone else) makes
+        // the asset take the next free name.
+        if self.object_exists(key).await? {
+            return Err(BeginError::PathTaken);
+        }
+        let mut action = CreateMultipartUpload::new(&self.bucket, Some(&self.credentials), key);
+        action
+            .headers_mut()
+            .insert("content-type", filetype.to_owned());
+        let url = action.sign(OWN_REQUEST_LIFETIME);
+        let res = self
+            .send(
+                self.http
+                    .post(url)
+                    .header(reqwest::header::CONTENT_TYPE, filetype),
+            )
+            .await?;
+        if !res.status().is_success() {
+            return Err(refused(res).await.into());
+        }
+        let text = res
+            .text()
+            .await
+            .map_err(|e| S3Error::Unreachable(e.to_string()))?;
+        let created = CreateMultipartUpload::parse_response(&text)
+            .map_err(|e| S3Error::Garbled(format!("{e}: {text}")))?;
+        Ok(Some(RemoteUpload {
+            key: key.to_owned(),
+            upload_id: created.upload_id().to_owned(),
+        }))
+    }
+
+    async fn assemble(
+        &self,
+        target: &AssetTarget,
+        parts: &[StoredPart],
+    ) -> Result<Assembled, AssembleError> {
+        let upload = target
+            .upload
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the asset has no S3 upload"))?;
+        match self.complete(upload, parts).await {
+            Ok(()) => {}
+            // Completed by an earlier attempt that crashed before recording it: the
+            // object is there and is read back below.
+            Err(S3Error::NoSuchUpload) if self.object_exists(&upload.key).await? => {}
+            Err(e) => return Err(io::Error::from(e).into()),
+        }
+        Ok(self.hash_object(&upload.key).await?)
+    }
+
+    async fn discard_part(&self, _asset_id: &str, _stored_as: &str) {
+        // A re-sent part replaces the earlier copy inside the store.
+    }
+
+    async fn discard_parts(&self, _asset_id: &str) {
+        // Completing the multipart upload released its parts.
+    }
+}
+
+impl From<S3Error> for BeginError {
+    fn from(e: S3Error) -> BeginError {
+        BeginError::Unavailable(e.to_string())
+    }
+}
+
+impl From<S3Error> for AssembleError {
+    fn from(e: S3Error) -> AssembleError {
+        AssembleError::Io(e.into())
+    }
+}
+
+/// `CompleteMultipartUpload`'s body: the parts in ascending order, with the ETags S3
+/// reported (left out where the store listed none).
+fn complete_body(parts: &[StoredPart]) -> String {
+    let mut sorted: Vec<&StoredPart> = parts.iter().collect();
+    sorted.sort_by_key(|p| p.number);
+    let mut xml = String::from("<CompleteMultipartUpload>");
+    for part in sorted {
+        xml.push_str("<Part>");
+        if !part.stored_as.is_empty() {
+            xml.push_str("<ETag>");
+            xml.push_str(&escape(&part.stored_as));
+            xml.push_str("</ETag>");
+        }
+        xml.push_str(&format!("<PartNumber>{}</PartNumber></Part>", part.number));
+    }
+    xml.push_str("</CompleteMultipartUpload>");
+    xml
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn refused(res: reqwest::Response) -> S3Error {
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    parse_error(status, &text)
+}
+
+fn parse_error(status: StatusCode, text: &str) -> S3Error {
+    let body: Option<ErrorBody> = instant_xml::from_str(text).ok();
+    let code = body
+        .as_ref()
+        .and_then(|b| b.code.clone())
+        .unwrap_or_default();
+    if code == "NoSuchUpload" {
+        return S3Error::NoSuchUpload;
+    }
+    S3Error::Refused {
+        status,
+        message: body.and_then(|b| b.message).unwrap_or_else(|| {
+            // A HEAD answer has no body; say what the status means.
+            status.canonical_reason().unwrap_or("").to_owned()
+        }),
+        code,
+    }
+}
+
+#[derive(Debug, FromXml)]
+#[xml(rename = "Error")]
+struct ErrorBody {
+    #[xml(rename = "Code")]
+    code: Option<String>,
+    #[xml(rename = "Message")]
+    message: Option<String>,
+}
+
+/// `ListParts`' answer, every field optional: stores differ in what they include.
+#[derive(Debug, FromXml)]
+#[xml(rename = "ListPartsResult", ns(S3_XML_NS))]
+struct ListPartsResult {
+    parts: Vec<ListedPartXml>,
+    #[xml(rename = "IsTruncated")]
+    is_truncated: Option<bool>,
+    #[xml(rename = "NextPartNumberMarker")]
+    next_part_number_marker: Option<u16>,
+}
+
+#[derive(Debug, FromXml)]
+#[xml(rename = "Part", ns(S3_XML_NS))]
+struct ListedPartXml {
+    #[xml(rename = "PartNumber")]
+    number: Option<u16>,
+    #[xml(rename = "ETag")]
+    etag: Option<String>,
+    #[xml(rename = "Size")]
+    size: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_parts_without_etags_parses() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?><ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>b</Bucket><Key>k</Key><UploadId>u</UploadId><Part><LastModified>2026-11-29T08:00:00.000Z</LastModified><PartNumber>2</PartNumber><Size>5242880</Size></Part><Part><ETag>"abc"</ETag><PartNumber>1</PartNumber><Size>7</Size></Part></ListPartsResult>"#;
+        let page: ListPartsResult = instant_xml::from_str(xml).unwrap();
+        assert_eq!(page.parts.len(), 2);
+        assert_eq!(page.parts[0].number, Some(2));
+        assert_eq!(page.parts[0].etag, None);
+        assert_eq!(page.parts[1].etag.as_deref(), Some("\"abc\""));
+        assert_eq!(page.is_truncated, None);
+    }
+
+    #[test]
+    fn errors_name_their_code() {
+        let xml = "<?xml version=\"1.0\"?><Error><Code>NoSuchUpload</Code><Message>gone</Message></Error>";
+        assert!(matches!(
+            parse_error(StatusCode::NOT_FOUND, xml),
+            S3Error::NoSuchUpload
+        ));
+        match parse_error(StatusCode::FORBIDDEN, "") {
+            S3Error::Refused { status, .. } => assert_eq!(status, StatusCode::FORBIDDEN),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn completion_lists_parts_in_order_with_known_etags() {
+        let parts = [
+            StoredPart {
+                number: 2,
+                size: 1,
+                stored_as: String::new(),
+            },
+            StoredPart {
+                number: 1,
+                size: 1,
+                stored_as: "\"e1\"".into(),
+            },
+        ];
+        assert_eq!(
+            complete_body(&parts),
+            "<CompleteMultipartUpload><Part><ETag>&quot;e1&quot;</ETag><PartNumber>1</PartNumber></Part><Part><PartNumber>2</PartNumber></Part></CompleteMultipartUpload>"
+        );
+    }
+}
