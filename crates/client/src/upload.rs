@@ -305,6 +305,13 @@ impl Device {
             if status.state == "complete" {
                 return Ok(Outcome::Done);
             }
+            if status.state == "abandoned" {
+                return Ok(Outcome::Failed(
+                    "the server gave up on this upload after receiving nothing for too long; \
+                     queue the file again"
+                        .into(),
+                ));
+            }
             for &n in &status.received_parts {
                 self.journal
                     .record_part(row.id, n, plan.len(n), false, true)
