@@ -296,10 +296,9 @@ pub async fn asset(data: &Target, cmd: AssetCommand) -> anyhow::Result<()> {
         .await?
         .into_iter()
         .map(|a| {
-            let state = if a.state == "complete" {
-                "complete"
-            } else {
-                "uploading"
+            let state = match a.state.as_str() {
+                "complete" | "abandoned" => a.state.as_str(),
+                _ => "uploading",
             };
             json!({
                 "id": a.id, "project": a.project, "path": a.path, "size": a.size, "state": state,

@@ -8,3 +8,4 @@ ALTER TABLE assets ADD COLUMN next_check_at BIGINT;
 ALTER TABLE assets ADD COLUMN check_pause_ms BIGINT;
 ALTER TABLE assets ADD COLUMN active_at BIGINT;
 CREATE INDEX assets_next_check ON assets (next_check_at);
+CREATE INDEX assets_object_key ON assets (object_key);

@@ -54,6 +54,157 @@ pub fn suite_uses_s3() -> bool {
     std::env::var("RUSHES_TEST_MEDIA").is_ok_and(|m| m == "s3")
 }
 
+/// For a test about the local media store itself (its `/upload` route, or a server in the
+/// path of the part bytes): under S3 it says why it is skipped, on stderr, and returns
+/// `true`; start such a test with `if local_store_only("...") { return; }`.
+pub fn local_store_only(why: &str) -> bool {
+    let skip = suite_uses_s3();
+    if skip {
+        eprintln!("skipped under S3: {why}");
+    }
+    skip
+}
+
+/// The part number a part URL of either store names, and the bytes it grants when the URL
+/// shows them: the local store's `/upload/{asset}/{part}?size=...`, or a presigned S3
+/// `UploadPart` URL (`partNumber=`). A presigned URL signs `Content-Length` without
+/// carrying its value, so its size is `None`.
+pub fn part_url_number_and_size(url: &str) -> (u32, Option<usize>) {
+    let parsed = reqwest::Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    let query = |key: &str| {
+        parsed
+            .query_pairs()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    };
+    if let Some(number) = query("partNumber") {
+        let number = number
+            .parse()
+            .unwrap_or_else(|_| panic!("partNumber: {url}"));
+        return (number, None);
+    }
+    let segments: Vec<&str> = parsed
+        .path_segments()
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    let ["upload", _, number] = segments[..] else {
+        panic!("not a part URL of either store: {url}");
+    };
+    let number = number
+        .parse()
+        .unwrap_or_else(|_| panic!("part number: {url}"));
+    let size = query("size").map(|s| s.parse().unwrap_or_else(|_| panic!("size: {url}")));
+    (number, size)
+}
+
+/// How [`put_part_expecting_continue`] frames a body.
+#[derive(Clone, Copy)]
+pub enum RawBody<'a> {
+    /// With a `Content-Length`.
+    Sized(&'a [u8]),
+    /// `Transfer-Encoding: chunked`, one chunk per slice, no `Content-Length`.
+    Chunked(&'a [&'a [u8]]),
+}
+
+/// PUTs a part to an `http://` URL (the test S3 server) with a camera's headers
+/// (`Content-Type: video/mp4`, `x-amz-acl: private`) and `Expect: 100-continue`, over a
+/// connection of its own, and returns the answer's status and text (head and body). S3
+/// refuses a PUT before reading its body and closes the connection, so an ordinary client
+/// still writing a large body fails with a broken pipe instead of reporting the answer; with
+/// `Expect` the body is sent only once it is asked for.
+pub async fn put_part_expecting_continue(url: &str, body: RawBody<'_>) -> (StatusCode, String) {
+    put_part_raw(url, body, true).await
+}
+
+/// [`put_part_expecting_continue`], with or without the `x-amz-acl` header.
+pub async fn put_part_raw(url: &str, body: RawBody<'_>, acl: bool) -> (StatusCode, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let parsed = reqwest::Url::parse(url).expect("URL parses");
+    assert_eq!(
+        parsed.scheme(),
+        "http",
+        "only for the plain-HTTP test S3: {url}"
+    );
+    let host = parsed.host_str().expect("host").to_owned();
+    let port = parsed.port_or_known_default().expect("port");
+    let mut stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .expect("connect");
+    let target = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    let framing = match body {
+        RawBody::Sized(bytes) => format!("Content-Length: {}", bytes.len()),
+        RawBody::Chunked(_) => "Transfer-Encoding: chunked".to_owned(),
+    };
+    let acl = if acl { "x-amz-acl: private\r\n" } else { "" };
+    let head = format!(
+        "PUT {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: video/mp4\r\n\
+         {acl}{framing}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut received: Vec<u8> = Vec::new();
+    let mut body_sent = false;
+    loop {
+        // A complete head: 100 Continue asks for the body; anything else is the answer.
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&received[..end]).into_owned();
+            let code: u16 = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| panic!("not an HTTP answer: {text}"));
+            if code == 100 {
+                assert!(!body_sent, "a second 100 Continue");
+                received.drain(..end + 4);
+                match body {
+                    RawBody::Sized(bytes) => stream.write_all(bytes).await,
+                    RawBody::Chunked(chunks) => {
+                        let mut framed = Vec::new();
+                        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+                            framed.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                            framed.extend_from_slice(chunk);
+                            framed.extend_from_slice(b"\r\n");
+                        }
+                        framed.extend_from_slice(b"0\r\n\r\n");
+                        stream.write_all(&framed).await
+                    }
+                }
+                .expect("send body");
+                body_sent = true;
+                continue;
+            }
+            // Connection: close, so the answer ends where the connection does.
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                stream.read_to_end(&mut rest),
+            )
+            .await;
+            assert!(read.is_ok(), "the answer to {url} never ended");
+            let answer = format!(
+                "{text}\n\n{}{}",
+                String::from_utf8_lossy(&received[end + 4..]),
+                String::from_utf8_lossy(&rest)
+            );
+            return (StatusCode::from_u16(code).expect("a status code"), answer);
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            stream.read(&mut buf),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {url}"))
+        .expect("read the answer");
+        assert!(n > 0, "the connection closed without an answer to {url}");
+        received.extend_from_slice(&buf[..n]);
+    }
+}
+
 async fn spawn(args: &[&str], on_s3: bool) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");

@@ -17,6 +17,7 @@ mod devices_and_assets;
 mod durability;
 mod fault_proxy;
 mod operations;
+mod s3;
 mod scale_out;
 mod uploads;
 mod web;

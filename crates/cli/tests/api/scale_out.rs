@@ -2,6 +2,7 @@
 //! on which server received the previous one.
 
 use reqwest::StatusCode;
+use rushes_proto::asset::UploadStatus;
 
 use crate::helpers::*;
 
@@ -25,19 +26,41 @@ async fn a_device_pairs_refreshes_and_uploads_across_two_servers() {
         .await;
     assert_eq!(asset.upload_urls.len(), 4);
     let part = data.len().div_ceil(4);
-    for (i, url) in asset.upload_urls.iter().enumerate() {
-        let chunk = data[i * part..((i + 1) * part).min(data.len())].to_vec();
-        // The URLs name the server the device used; the other one honours them as well.
-        let via = if i % 2 == 0 { &first } else { &second };
-        let path = &url[url.find("/upload/").unwrap()..];
-        let res = via.put_part(&via.at(path), chunk).await;
-        assert_eq!(
-            res.status(),
-            StatusCode::OK,
-            "part {} via {}",
-            i + 1,
-            via.url
-        );
+    let chunk = |i: usize| data[i * part..((i + 1) * part).min(data.len())].to_vec();
+    if first.s3.is_none() {
+        for (i, url) in asset.upload_urls.iter().enumerate() {
+            // The URLs name the server the device used; the other one honours them as well.
+            let via = if i % 2 == 0 { &first } else { &second };
+            let path = &url[url.find("/upload/").unwrap()..];
+            let res = via.put_part(&via.at(path), chunk(i)).await;
+            assert_eq!(
+                res.status(),
+                StatusCode::OK,
+                "part {} via {}",
+                i + 1,
+                via.url
+            );
+        }
+    } else {
+        // In S3 the parts go to the bucket, never via a server: half of them with the URLs
+        // the creating server signed, the rest with URLs the other server signs on resume.
+        for i in [0, 2] {
+            let res = second.put_part(&asset.upload_urls[i], chunk(i)).await;
+            assert_eq!(res.status(), StatusCode::OK, "part {}", i + 1);
+        }
+        let status: UploadStatus = first
+            .upload_status(&tokens.access_token, &asset.id)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status.received_parts, [1, 3], "{status:?}");
+        let missing: Vec<u32> = status.missing.iter().map(|m| m.number).collect();
+        assert_eq!(missing, [2, 4], "{status:?}");
+        for m in &status.missing {
+            let res = first.put_part(&m.url, chunk(m.number as usize - 1)).await;
+            assert_eq!(res.status(), StatusCode::OK, "part {}", m.number);
+        }
     }
     first.wait_complete(&tokens.access_token, &asset.id).await;
     let entry = second.asset_entry(&asset.id);

@@ -36,6 +36,18 @@ impl Db {
         Ok(())
     }
 
+    /// Whether another asset's upload already uses `key`: a real-time asset renamed after
+    /// its upload started keeps its first key, which no other asset may take.
+    pub async fn object_key_taken(&self, key: &str, asset_id: &str) -> DbResult<bool> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM assets WHERE object_key = $1 AND id <> $2")
+                .bind(key)
+                .bind(asset_id)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(n > 0)
+    }
+
     /// Forgets an asset whose upload could not be started (nothing was sent to it yet).
     pub async fn discard_new_asset(&self, asset_id: &str) -> DbResult<()> {
         let mut tx = self.begin_write().await?;

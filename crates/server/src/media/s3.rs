@@ -86,6 +86,8 @@ impl From<S3Error> for io::Error {
 
 /// How long the server's own signed requests stay valid.
 const OWN_REQUEST_LIFETIME: Duration = Duration::from_secs(300);
+/// SigV4 presigned URLs live at most 7 days.
+const MAX_PRESIGN_SECS: u64 = 7 * 24 * 3600;
 /// S3 lists at most 1,000 parts per page; 10,000 parts take ten pages.
 const MAX_LIST_PAGES: usize = 10;
 const S3_XML_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
@@ -222,7 +224,9 @@ impl S3Store {
         let res = self.get(key, true, None, None).await?;
         match res.status() {
             s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
+            // S3 answers 403 rather than 404 for a missing key to a caller that may not list
+            // the bucket; wrong credentials fail loudly at the next call anyway.
+            StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => Ok(false),
             _ => Err(refused(res).await),
         }
     }
@@ -310,7 +314,10 @@ impl MediaStore for S3Store {
             .headers_mut()
             .insert("content-length", size.to_string());
         let lifetime = expires - crate::clock::now_ms() / 1000;
-        let lifetime = Duration::from_secs(u64::try_from(lifetime).unwrap_or(1).max(1));
+        let lifetime = u64::try_from(lifetime)
+            .unwrap_or(1)
+            .clamp(1, MAX_PRESIGN_SECS);
+        let lifetime = Duration::from_secs(lifetime);
         Some(action.sign(lifetime).to_string())
     }
 

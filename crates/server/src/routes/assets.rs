@@ -195,9 +195,10 @@ pub async fn create(
     .into_response())
 }
 
-/// Starts the media store's own upload for a new asset (S3's multipart upload). An object
-/// the database does not know at the asset's key makes it take the next free name; a store
-/// that cannot be reached undoes the asset and answers 503, so the device retries.
+/// Starts the media store's own upload for a new asset (S3's multipart upload). A key in
+/// use (an object the database does not know, or the first key of a renamed upload) makes
+/// the asset take the next free name; a store that cannot be reached undoes the asset and
+/// answers 503, so the device retries.
 async fn begin_upload(state: &AppState, mut asset: Asset) -> ApiResult<Asset> {
     let project = state
         .db
@@ -206,6 +207,10 @@ async fn begin_upload(state: &AppState, mut asset: Asset) -> ApiResult<Asset> {
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("project vanished")))?;
     for _ in 0..100 {
         let key = format!("{}/{}", project.dir, asset.path);
+        if state.db.object_key_taken(&key, &asset.id).await? {
+            asset.path = state.db.reserve_next_path(&asset).await?;
+            continue;
+        }
         match state.media.begin_upload(&key, &asset.filetype).await {
             Ok(None) => return Ok(asset),
             Ok(Some(upload)) => {

@@ -80,12 +80,10 @@ impl ClipView {
             size: human_size(a.size),
             recorded_at: short_time(a.recorded_at),
             device: a.device.clone(),
-            state: if a.state == "complete" {
-                "complete"
-            } else {
-                "uploading"
-            }
-            .to_owned(),
+            state: match a.state.as_str() {
+                "complete" | "abandoned" => a.state.clone(),
+                _ => "uploading".to_owned(),
+            },
             sha256: a.sha256.clone(),
         }
     }
