@@ -32,6 +32,9 @@ pub struct UploadArgs {
     /// Parts of one file sent at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     parallel: u16,
+    /// Files sent at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel_files: u16,
     /// Print one JSON event per line instead of progress bars.
     #[arg(long)]
     json: bool,
@@ -44,8 +47,13 @@ pub struct WatchArgs {
     /// Seconds a file must stay unchanged to count as finished.
     #[arg(long, default_value_t = 3.0)]
     settle: f64,
+    /// Parts of one file sent at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     parallel: u16,
+    /// Files sent at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel_files: u16,
+    /// Print one JSON event per line instead of progress bars.
     #[arg(long)]
     json: bool,
 }
@@ -132,6 +140,7 @@ pub async fn status(state: &Path, json: bool) -> anyhow::Result<()> {
 pub async fn upload(state: &Path, args: UploadArgs) -> anyhow::Result<()> {
     let device = Device::open(state).await?.with_options(UploadOptions {
         parallel_parts: usize::from(args.parallel),
+        parallel_files: usize::from(args.parallel_files),
         ..UploadOptions::default()
     });
     let reporter = tokio::spawn(report(device.events(), args.json));
@@ -162,6 +171,7 @@ pub async fn upload(state: &Path, args: UploadArgs) -> anyhow::Result<()> {
 pub async fn watch(state: &Path, args: WatchArgs) -> anyhow::Result<()> {
     let device = Arc::new(Device::open(state).await?.with_options(UploadOptions {
         parallel_parts: usize::from(args.parallel),
+        parallel_files: usize::from(args.parallel_files),
         ..UploadOptions::default()
     }));
     let reporter = tokio::spawn(report(device.events(), args.json));
@@ -227,7 +237,9 @@ async fn report(events: impl futures_util::Stream<Item = Event> + Send + 'static
     let (mut queued, mut done, mut failed, mut paused) = (0u64, 0u64, 0u64, 0u64);
     // Files that can fail without ever being queued (missing paths) still count as files.
     let mut known = std::collections::HashSet::new();
-    let mut current: Option<ProgressBar> = None;
+    // One bar per file in flight (several files upload at once).
+    let mut current: std::collections::HashMap<PathBuf, ProgressBar> =
+        std::collections::HashMap::new();
     let counts = |q: u64, d: u64, f: u64, p: u64| {
         format!(
             "files: {d} done, {} remaining, {f} failed, {p} paused-rejected",
@@ -256,25 +268,28 @@ async fn report(events: impl futures_util::Stream<Item = Event> + Send + 'static
                 );
                 bar.set_position(resumed_bytes);
                 total.inc(resumed_bytes);
-                if let Some(old) = current.replace(bar) {
+                if let Some(old) = current.insert(file, bar) {
                     old.finish_and_clear();
                 }
             }
-            Event::Progress { bytes, .. } => {
-                if let Some(bar) = &current {
+            Event::Progress { file, bytes } => {
+                if let Some(bar) = current.get(&file) {
                     bar.inc(bytes);
                 }
                 total.inc(bytes);
             }
             Event::Completed { file, .. } => {
                 done += 1;
-                if let Some(bar) = current.take() {
+                if let Some(bar) = current.remove(&file) {
                     bar.finish_and_clear();
                 }
                 say(format!("uploaded {}", file.display()));
             }
             Event::Failed { file, error } => {
                 failed += 1;
+                if let Some(bar) = current.remove(&file) {
+                    bar.finish_and_clear();
+                }
                 if known.insert(file.clone()) {
                     queued += 1;
                 }

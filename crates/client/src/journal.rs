@@ -155,11 +155,13 @@ impl Journal {
     }
 
     /// The oldest planned upload still to do.
-    pub async fn next_pending(&self) -> Result<Option<FileRow>, Error> {
+    /// The oldest `limit` files waiting to be uploaded.
+    pub async fn next_pending(&self, limit: usize) -> Result<Vec<FileRow>, Error> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {FILE_COLUMNS} FROM files WHERE realtime = 0 AND state IN ('queued', 'uploading') ORDER BY id LIMIT 1"
+            "SELECT {FILE_COLUMNS} FROM files WHERE realtime = 0 AND state IN ('queued', 'uploading') ORDER BY id LIMIT $1"
         )))
-        .fetch_optional(&self.pool)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
         .await?)
     }
 

@@ -23,6 +23,9 @@ use crate::{Error, ServerOptions};
 pub struct UploadOptions {
     /// Parts of one file sent at once.
     pub parallel_parts: usize,
+    /// Files uploaded at once (a card of stills is many small files: one at a time would
+    /// leave the link idle between them).
+    pub parallel_files: usize,
     /// Longest pause between two attempts of a failing step.
     pub max_backoff: Duration,
 }
@@ -31,6 +34,7 @@ impl Default for UploadOptions {
     fn default() -> Self {
         UploadOptions {
             parallel_parts: 4,
+            parallel_files: 4,
             max_backoff: Duration::from_secs(60),
         }
     }
@@ -195,9 +199,33 @@ impl Device {
     /// journal) stops it.
     pub async fn upload_queue(&self) -> Result<Summary, Error> {
         let mut summary = Summary::default();
-        while let Some(row) = self.journal.next_pending().await? {
+        let parallel = self.options.parallel_files.max(1);
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        let mut in_flight: Vec<i64> = Vec::new();
+        loop {
+            // Keep `parallel` files going, oldest first.
+            if in_flight.len() < parallel {
+                let rows = self.journal.next_pending(parallel * 2).await?;
+                for row in rows {
+                    if in_flight.len() >= parallel {
+                        break;
+                    }
+                    if in_flight.contains(&row.id) {
+                        continue;
+                    }
+                    in_flight.push(row.id);
+                    running.push(async move {
+                        let result = self.upload_file(&row).await;
+                        (row, result)
+                    });
+                }
+            }
+            let Some((row, result)) = running.next().await else {
+                return Ok(summary);
+            };
+            in_flight.retain(|&id| id != row.id);
             let file = row.path();
-            let outcome = match self.upload_file(&row).await {
+            let outcome = match result {
                 Ok(outcome) => outcome,
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => Outcome::Failed(e.to_string()),
@@ -227,7 +255,6 @@ impl Device {
                 }
             }
         }
-        Ok(summary)
     }
 
     async fn journal_asset(&self, row: &FileRow) -> String {

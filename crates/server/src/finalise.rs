@@ -63,6 +63,7 @@ async fn finalise(state: &AppState, asset_id: &str) -> anyhow::Result<()> {
             project_dir: project.dir.clone(),
             path: asset.path.clone(),
             upload: asset.remote_upload(),
+            part_size: asset.plan().map(|p| p.part_size),
         };
         match state.media.assemble(&target, &parts).await {
             Ok(done) => {

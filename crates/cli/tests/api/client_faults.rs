@@ -357,7 +357,9 @@ async fn an_upload_cut_off_by_the_network_mid_part_resumes_when_it_returns() {
 
     // The first connection crawls, so the network goes while parts are in flight.
     proxy.set_schedule(crawl_first_connection);
-    let args = upload_args(&clips);
+    // One file at a time, so no clip can finish before the fault.
+    let mut args = upload_args(&clips);
+    args.extend(["--parallel-files".to_owned(), "1".to_owned()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut upload = Running::spawn(state.path(), &args);
     wait_for_proxy(&proxy, &mut upload, "3 MiB sent", |s| {
@@ -445,7 +447,9 @@ async fn an_upload_survives_the_server_being_killed_mid_part() {
     let clips = write_clips(files.path(), &[12 * MIB + 3, 6 * MIB, 99], 10);
 
     proxy.set_schedule(crawl_first_connection);
-    let args = upload_args(&clips);
+    // One file at a time, so no clip can finish before the fault.
+    let mut args = upload_args(&clips);
+    args.extend(["--parallel-files".to_owned(), "1".to_owned()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut upload = Running::spawn(state.path(), &args);
     wait_for_proxy(&proxy, &mut upload, "4 MiB sent", |s| {

@@ -406,6 +406,8 @@ async fn a_file_that_vanishes_while_queued_fails_and_the_queue_drains() {
             "--json",
             "--parallel",
             "1",
+            "--parallel-files",
+            "1",
         ],
         1,
     );
@@ -774,6 +776,8 @@ async fn without_json_a_failed_file_is_named_even_when_output_is_not_a_terminal(
             small.to_str().unwrap(),
             "--json",
             "--parallel",
+            "1",
+            "--parallel-files",
             "1",
         ],
         1,

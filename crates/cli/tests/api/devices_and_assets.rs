@@ -562,6 +562,39 @@ async fn a_device_that_proposed_its_name_gets_a_folder_of_that_name() {
 }
 
 #[tokio::test]
+async fn a_repeated_create_gets_the_same_asset_until_bytes_arrive() {
+    let app = spawn_app_with(&["--part-size", "5242880"]).await;
+    let tokens = app.pair("cam-retry-01").await;
+    let token = &tokens.access_token;
+    let data = test_bytes(11 * MIB, 90);
+    let half = data.len().div_ceil(2);
+    // A device whose first answer was lost asks again: it gets the asset it made, with
+    // URLs that work, not a second asset.
+    let first = app.create_asset(token, "retry.mov", data.len()).await;
+    let again = app.create_asset(token, "retry.mov", data.len()).await;
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.path, first.path);
+    assert_eq!(again.upload_urls.len(), 2);
+    let res = app
+        .put_part(&again.upload_urls[0], data[..half].to_vec())
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Once bytes arrived it is an upload in progress: the same create is a new clip.
+    let third = app.create_asset(token, "retry.mov", data.len()).await;
+    assert_ne!(third.id, first.id);
+    assert!(third.path.ends_with("/retry (2).mov"), "{}", third.path);
+    let res = app
+        .put_part(&again.upload_urls[1], data[half..].to_vec())
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    app.wait_complete(token, &first.id).await;
+    assert_eq!(app.asset_entry(&first.id)["sha256"], sha256_hex(&data));
+    let list = app.cli_json(&["asset", "list"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+}
+
+#[tokio::test]
 async fn name_clashes_get_numbered_suffixes_and_separate_files() {
     let app = spawn_app().await;
     let tokens = app.pair("cam-clash-01").await;
@@ -571,7 +604,8 @@ async fn name_clashes_get_numbered_suffixes_and_separate_files() {
         .into_iter()
         .enumerate()
     {
-        let data = test_bytes(KIB, 70 + i as u64);
+        // Different clips (sizes differ): an identical create would be a retry.
+        let data = test_bytes(KIB + i, 70 + i as u64);
         let asset = app.create_asset(token, "clip.mov", data.len()).await;
         let file = asset.path.rsplit('/').next().unwrap_or_default();
         assert_eq!(file, expected, "{}", asset.path);

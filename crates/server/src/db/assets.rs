@@ -142,6 +142,11 @@ pub struct AssetListing {
     pub created_at: i64,
 }
 
+/// How long after a create an identical one counts as its retry.
+const RETRY_WINDOW_MS: i64 = 10 * 60 * 1000;
+/// How far apart the recording times of a create and its retry may be.
+const RETRY_CLOCK_SLACK_MS: i64 = 2_000;
+
 const ASSET_COLUMNS: &str =
     "id, project_id, device_id, name, path, filetype, filesize, channel, offset_secs,
      recorded_at, realtime, part_size, part_count, state, sha256, created_at, object_key, upload_id";
@@ -203,6 +208,49 @@ impl Db {
         .bind(id)
         .fetch_optional(self.pool())
         .await
+    }
+
+    /// The asset an identical create made moments ago, if nothing was sent to it yet: the
+    /// device is retrying a create whose answer it lost. The recording time (`now -
+    /// offset`) may have moved by the time between the two requests, when the device
+    /// resends the same offset, plus a second or two of clock ticks.
+    pub async fn retried_create(
+        &self,
+        device_id: &str,
+        name: &str,
+        filesize: u64,
+        recorded_at: Millis,
+    ) -> DbResult<Option<Asset>> {
+        let now = now_ms();
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ASSET_COLUMNS} FROM assets a
+             WHERE device_id = $1 AND name = $2 AND filesize = $3 AND realtime = 0
+               AND state = 'uploading' AND created_at > $6
+               AND $4 >= recorded_at - $5 AND $4 <= recorded_at + ($7 - created_at) + $5
+               AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.asset_id = a.id AND p.received_at IS NOT NULL)
+             ORDER BY created_at DESC LIMIT 1"
+        )))
+        .bind(device_id)
+        .bind(name)
+        .bind(to_i64(filesize))
+        .bind(recorded_at)
+        .bind(RETRY_CLOCK_SLACK_MS)
+        .bind(now - RETRY_WINDOW_MS)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await
+    }
+
+    /// Whether part `number` of the asset was received.
+    pub async fn part_received(&self, asset_id: &str, number: u32) -> DbResult<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM parts WHERE asset_id = $1 AND number = $2 AND received_at IS NOT NULL",
+        )
+        .bind(asset_id)
+        .bind(i64::from(number))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n > 0)
     }
 
     /// Parts known for the asset, by number.

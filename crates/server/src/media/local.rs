@@ -3,16 +3,22 @@
 //! Layout under the data directory:
 //! - `media/<project>/Cloud Devices/<date>/<TYPE>/<device>/<clip>`: finished assets, the
 //!   operator's view;
-//! - `uploads/<asset id>/<part>-<uuid>.part`: received parts until assembly;
-//! - `media/.rushes-tmp/`: assemblies in progress (same file system as the targets, so the
-//!   final step is a link, never a copy).
+//! - `media/.rushes-tmp/<asset id>`: the asset's bytes while it is uploaded and joined
+//!   (same file system as the targets, so the final step is a link, never a copy);
+//! - `uploads/<asset id>/<part>-<uuid>.part`: parts that cannot go straight to their place
+//!   (real-time parts, whose offsets are unknown until every size is, and parts sent again
+//!   after they were received) until assembly.
 //!
-//! Every file becomes visible only complete: written under a temporary name, fsynced,
-//! then renamed (parts) or hard-linked (assets, which must never replace anything), with
-//! the directory fsynced after.
+//! A planned upload's parts are written where they belong in the asset's file (its offset
+//! is `(n - 1) * part_size`), so each byte reaches the disk once: assembly only hashes the
+//! file and links it into place. Every file becomes visible only complete: fsynced before
+//! its part is acknowledged, and hard-linked into place (a link never replaces anything),
+//! with the directory fsynced after.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,6 +54,9 @@ pub enum PartError {
 
 const COPY_BUFFER: usize = 1024 * 1024;
 
+/// `stored_as` of a part written in place in the asset's file.
+pub const IN_PLACE: &str = "in-place";
+
 impl LocalStore {
     pub fn new(data_dir: &Path, signer: UrlSigner) -> io::Result<LocalStore> {
         let media = data_dir.join("media");
@@ -70,10 +79,103 @@ impl LocalStore {
         self.media.join(project_dir).join(path)
     }
 
+    /// The file a planned asset's parts are written into.
+    fn asset_file(&self, asset_id: &str) -> PathBuf {
+        self.media.join(".rushes-tmp").join(asset_id)
+    }
+
     /// Streams a part to disk, checking its length as it goes (so an oversized body is cut
-    /// off at the first extra byte) and abandoning it if the sender goes quiet. Returns the
-    /// name the part is stored under once it is durable.
+    /// off at the first extra byte) and abandoning it if the sender goes quiet. With an
+    /// `offset` the part is written there in the asset's file ([`IN_PLACE`]); without, to a
+    /// file of its own. Returns the name the part is stored under once it is durable.
     pub async fn write_part<S, E>(
+        &self,
+        asset_id: &str,
+        number: u32,
+        expected: u64,
+        body: S,
+        idle: Duration,
+        offset: Option<u64>,
+    ) -> Result<String, PartError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        match offset {
+            Some(offset) => {
+                self.write_in_place(asset_id, offset, expected, body, idle)
+                    .await?;
+                Ok(IN_PLACE.to_owned())
+            }
+            None => {
+                self.write_part_file(asset_id, number, expected, body, idle)
+                    .await
+            }
+        }
+    }
+
+    /// Writes a part at its offset in the asset's file, in large writes (one per MiB, not
+    /// one per network chunk), then flushes the file's data to disk.
+    async fn write_in_place<S, E>(
+        &self,
+        asset_id: &str,
+        offset: u64,
+        expected: u64,
+        mut body: S,
+        idle: Duration,
+    ) -> Result<(), PartError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = self.asset_file(asset_id);
+        let (file, created) = tokio::task::spawn_blocking(move || {
+            let created = !path.exists();
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            io::Result::Ok((Arc::new(file), created))
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??;
+        if created {
+            sync_dir(&self.media.join(".rushes-tmp")).await?;
+        }
+        let mut buffer = Vec::with_capacity(COPY_BUFFER);
+        let mut received: u64 = 0;
+        let mut written: u64 = 0;
+        loop {
+            let chunk = match tokio::time::timeout(idle, body.next()).await {
+                Err(_) => return Err(PartError::Idle(idle)),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(PartError::Body(e.to_string())),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            received += chunk.len() as u64;
+            if received > expected {
+                return Err(PartError::WrongLength { expected, received });
+            }
+            buffer.extend_from_slice(&chunk);
+            if buffer.len() >= COPY_BUFFER {
+                buffer = write_at(&file, buffer, offset + written).await?;
+                written = received;
+            }
+        }
+        if received != expected {
+            return Err(PartError::WrongLength { expected, received });
+        }
+        if !buffer.is_empty() {
+            write_at(&file, buffer, offset + written).await?;
+        }
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))??;
+        Ok(())
+    }
+
+    async fn write_part_file<S, E>(
         &self,
         asset_id: &str,
         number: u32,
@@ -122,17 +224,25 @@ impl LocalStore {
         Ok(stored_as)
     }
 
-    /// Removes upload folders that no asset in `live` refers to (left by crashes).
+    /// Removes upload folders and asset files that no asset in `live` refers to (left by
+    /// crashes).
     pub async fn sweep_uploads(
         &self,
         live: &std::collections::HashSet<String>,
     ) -> io::Result<usize> {
         let mut removed = 0;
-        let mut entries = tokio::fs::read_dir(&self.uploads).await?;
-        while let Some(entry) = entries.next_entry().await? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !live.contains(&name) {
-                tokio::fs::remove_dir_all(entry.path()).await?;
+        for dir in [self.uploads.clone(), self.media.join(".rushes-tmp")] {
+            let mut entries = tokio::fs::read_dir(&dir).await?;
+            while let Some(entry) = entries.next_entry().await? {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if live.contains(&name) {
+                    continue;
+                }
+                if entry.file_type().await?.is_dir() {
+                    tokio::fs::remove_dir_all(entry.path()).await?;
+                } else {
+                    tokio::fs::remove_file(entry.path()).await?;
+                }
                 removed += 1;
             }
         }
@@ -178,14 +288,16 @@ impl MediaStore for LocalStore {
         parts: &[StoredPart],
     ) -> Result<Assembled, AssembleError> {
         let final_path = self.asset_path(&target.project_dir, &target.path);
-        let temp = self.media.join(".rushes-tmp").join(&target.asset_id);
-        let sources: Vec<(PathBuf, u64)> = parts
+        let temp = self.asset_file(&target.asset_id);
+        let sources: Vec<Source> = parts
             .iter()
-            .map(|p| {
-                (
-                    self.uploads.join(&target.asset_id).join(&p.stored_as),
-                    p.size,
-                )
+            .map(|p| Source {
+                path: (p.stored_as != IN_PLACE)
+                    .then(|| self.uploads.join(&target.asset_id).join(&p.stored_as)),
+                size: p.size,
+                offset: target
+                    .part_size
+                    .map(|size| u64::from(p.number.saturating_sub(1)) * size),
             })
             .collect();
         tokio::task::spawn_blocking(move || assemble_blocking(&sources, &temp, &final_path))
@@ -194,7 +306,9 @@ impl MediaStore for LocalStore {
     }
 
     async fn discard_part(&self, asset_id: &str, stored_as: &str) {
-        let _ = tokio::fs::remove_file(self.uploads.join(asset_id).join(stored_as)).await;
+        if stored_as != IN_PLACE {
+            let _ = tokio::fs::remove_file(self.uploads.join(asset_id).join(stored_as)).await;
+        }
     }
 
     async fn discard_parts(&self, asset_id: &str) {
@@ -202,19 +316,41 @@ impl MediaStore for LocalStore {
     }
 }
 
-/// Concatenates the parts into `temp` while hashing, makes it durable, then links it into
-/// place without ever replacing a file.
+/// Where the bytes of one part are: in a file of its own (`path`), or already in the
+/// asset's file; and where they belong in it (`offset`; `None`: after the previous part).
+struct Source {
+    path: Option<PathBuf>,
+    size: u64,
+    offset: Option<u64>,
+}
+
+/// Brings every part into `temp` (copying only those not written there in place), makes
+/// it durable, hashes it, then links it into place without ever replacing a file.
 fn assemble_blocking(
-    sources: &[(PathBuf, u64)],
+    sources: &[Source],
     temp: &Path,
     final_path: &Path,
 ) -> Result<Assembled, AssembleError> {
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    let in_place = sources.iter().any(|s| s.offset.is_some());
     {
-        let mut out = std::fs::File::create(temp)?;
+        // A planned asset's file already holds what was written in place; anything else
+        // is built from its parts.
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(!in_place)
+            .open(temp)?;
         let mut buf = vec![0u8; COPY_BUFFER];
-        for (path, expected) in sources {
+        let mut end = 0u64;
+        let mut copied_any = !in_place;
+        for source in sources {
+            let offset = source.offset.unwrap_or(end);
+            end = offset + source.size;
+            let Some(path) = &source.path else {
+                continue;
+            };
+            copied_any = true;
+            out.seek(SeekFrom::Start(offset))?;
             let mut part = std::fs::File::open(path)?;
             let mut copied = 0u64;
             loop {
@@ -222,22 +358,31 @@ fn assemble_blocking(
                 if n == 0 {
                     break;
                 }
-                hasher.update(&buf[..n]);
                 out.write_all(&buf[..n])?;
                 copied += n as u64;
             }
-            if copied != *expected {
+            if copied != source.size {
                 return Err(io::Error::other(format!(
-                    "{} holds {copied} bytes, not {expected}",
-                    path.display()
+                    "{} holds {copied} bytes, not {}",
+                    path.display(),
+                    source.size
                 ))
                 .into());
             }
-            size += copied;
         }
-        out.sync_all()?;
+        if copied_any {
+            out.sync_all()?;
+        }
     }
-    let sha256 = hex(&hasher.finalize());
+    let (sha256, size) = hash_file(temp)?;
+    let expected: u64 = sources.iter().map(|s| s.size).sum();
+    if size != expected {
+        return Err(io::Error::other(format!(
+            "{} holds {size} bytes, not {expected}",
+            temp.display()
+        ))
+        .into());
+    }
     let dir = final_path
         .parent()
         .ok_or_else(|| io::Error::other("asset path has no folder"))?;
@@ -271,6 +416,23 @@ fn hash_file(path: &Path) -> io::Result<(String, u64)> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
+}
+
+/// `pwrite`s `buffer` at `offset` on the blocking pool; returns the buffer, emptied, for
+/// reuse.
+async fn write_at(
+    file: &Arc<std::fs::File>,
+    mut buffer: Vec<u8>,
+    offset: u64,
+) -> io::Result<Vec<u8>> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || {
+        file.write_all_at(&buffer, offset)?;
+        buffer.clear();
+        Ok(buffer)
+    })
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))?
 }
 
 async fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -20,6 +20,9 @@ pub struct AssetTarget {
     pub path: String,
     /// The store's own upload, for stores that have one (S3's multipart upload).
     pub upload: Option<RemoteUpload>,
+    /// A planned upload's part size (part `n` starts at `(n - 1) * part_size`); `None` for
+    /// real-time uploads, whose parts follow each other.
+    pub part_size: Option<u64>,
 }
 
 /// An upload held by the store itself: an S3 multipart upload, named by its object key and

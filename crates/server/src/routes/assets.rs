@@ -132,6 +132,17 @@ pub async fn create(
     {
         return Err(ApiError::channel_paused());
     }
+    // A create whose answer was lost (the device retries it) gets the asset it made, not a
+    // second one: same device, name, size and recording time, nothing received yet.
+    if let (false, Some(size)) = (realtime, filesize)
+        && let Some(asset) = state
+            .db
+            .retried_create(&device.device_id, name.as_str(), size, recorded_at)
+            .await?
+    {
+        tracing::info!(asset = %asset.id, path = %asset.path, "asset create repeated; answering with the asset it made");
+        return planned_answer(&state, &base_url, asset);
+    }
     let record = super::devices::record(&state, &device).await?;
     let folder = format!(
         "Cloud Devices/{}/{}/{}",
@@ -165,16 +176,24 @@ pub async fn create(
         .await?;
     let asset = begin_upload(&state, asset).await?;
     tracing::info!(asset = %asset.id, path = %asset.path, realtime, "asset created");
-    let Some(plan) = plan else {
+    if plan.is_none() {
         return Ok(Json(RealtimeAsset {
             id: asset.id,
             name: asset.name,
         })
         .into_response());
-    };
+    }
+    planned_answer(&state, &base_url, asset)
+}
+
+/// The answer to creating a planned asset: the asset and one URL per part.
+fn planned_answer(state: &AppState, base_url: &str, asset: Asset) -> ApiResult<Response> {
+    let plan = asset
+        .plan()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a planned asset without a plan")))?;
     let upload_urls = part_urls(
-        &state,
-        &base_url,
+        state,
+        base_url,
         &asset,
         (1..=plan.count).map(|n| (n, plan.len(n))),
     )?;

@@ -79,8 +79,24 @@ pub async fn put_part(
         drain(body, size, idle).await;
         return Ok(ok());
     }
+    // A planned part goes straight to its place in the asset's file, unless it arrived
+    // before: a copy sent again must not overwrite acknowledged bytes in place (a crash
+    // mid-write would tear them), so it is kept apart until assembly.
+    let offset = match asset.plan() {
+        Some(plan) if !state.db.part_received(&asset_id, number).await? => {
+            Some(u64::from(number.saturating_sub(1)) * plan.part_size)
+        }
+        _ => None,
+    };
     let stored_as = match local
-        .write_part(&asset_id, number, size, body.into_data_stream(), idle)
+        .write_part(
+            &asset_id,
+            number,
+            size,
+            body.into_data_stream(),
+            idle,
+            offset,
+        )
         .await
     {
         Ok(name) => name,
