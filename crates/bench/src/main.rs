@@ -1,0 +1,383 @@
+//! `scripts/bench`: how fast Rushes moves footage, each figure next to a baseline measured
+//! in the same run on the same machine (machines are noisy; ratios travel, absolute numbers
+//! do not). Prints a table and writes it as JSON.
+//!
+//! 1. ingest of one big file with the Rushes client over TLS on loopback into the local
+//!    store, until the asset is complete and fsynced, against `dd conv=fdatasync` of the
+//!    same bytes to the same disk;
+//! 2. ingest of many 1 MiB files (a stills card), against the same baseline;
+//! 3. control plane: asset creations and token refreshes per second with 64 devices on
+//!    kept-alive TLS connections, against a no-op route on the same server and stack;
+//! 4. memory: the server's peak RSS during 1, and its RSS with 500 idle connections;
+//! 5. a peer: the same big file through `aws s3 cp` into s3s-fs, against the Rushes client
+//!    uploading it through a Rushes server whose media store is that s3s-fs.
+
+mod control;
+mod procs;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Serialize;
+
+use crate::procs::{S3, S3_KEY, S3_SECRET, Server, timed};
+
+#[derive(Parser)]
+#[command(about = "Rushes benchmarks, as ratios to baselines measured in the same run")]
+struct Args {
+    /// Working folder, on the disk being measured (emptied first).
+    #[arg(long, default_value = "target/bench-work")]
+    dir: PathBuf,
+    /// Size of the big file, MiB.
+    #[arg(long, default_value_t = 2048)]
+    size_mib: u64,
+    /// Number of 1 MiB files.
+    #[arg(long, default_value_t = 1000)]
+    files: usize,
+    /// Devices in the control-plane benchmark.
+    #[arg(long, default_value_t = 64)]
+    devices: usize,
+    /// Seconds each control-plane phase runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Idle connections held open for the memory figure.
+    #[arg(long, default_value_t = 500)]
+    idle: usize,
+    /// Skip the peer comparison (needs s3s-fs and the AWS CLI).
+    #[arg(long)]
+    no_peer: bool,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "target/bench-results.json")]
+    json: PathBuf,
+}
+
+/// One line of the table.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    benchmark: String,
+    result: String,
+    baseline: String,
+    /// Result over baseline, higher is better (for memory: the limit over the result).
+    ratio: Option<f64>,
+    target: String,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let _ = std::fs::remove_dir_all(&args.dir);
+    std::fs::create_dir_all(&args.dir)?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let started = Instant::now();
+    let mut rows = Vec::new();
+
+    eprintln!(
+        "preparing {} MiB of test data in {}",
+        args.size_mib,
+        dir.display()
+    );
+    let big = dir.join("source/big.mov");
+    write_source(&big, args.size_mib * MIB, 1)?;
+    let stills = dir.join("source/stills");
+    std::fs::create_dir_all(&stills)?;
+    let still_paths: Vec<PathBuf> = (0..args.files)
+        .map(|i| stills.join(format!("IMG_{i:04}.JPG")))
+        .collect();
+    for (i, path) in still_paths.iter().enumerate() {
+        write_source(path, MIB, i as u64 + 2)?;
+    }
+    sync()?;
+
+    eprintln!("baseline: dd conv=fdatasync");
+    let dd_out = dir.join("dd.out");
+    let dd = timed(
+        Command::new("dd")
+            .arg(format!("if={}", big.display()))
+            .arg(format!("of={}", dd_out.display()))
+            .args(["bs=8M", "conv=fdatasync", "status=none"]),
+    )?;
+    std::fs::remove_file(&dd_out)?;
+    let big_bytes = args.size_mib * MIB;
+    let dd_rate = rate(big_bytes, dd);
+
+    // 1 and 4a: one big file into the local store, on a fresh server.
+    eprintln!(
+        "1. one {} MiB file, Rushes client → local store",
+        args.size_mib
+    );
+    let server = Server::start(&dir.join("local"), &[], &[])?;
+    let state = dir.join("device-local");
+    server.pair_device(&state, "bench-camera")?;
+    let start = Instant::now();
+    server.device_upload(&state, &[&big])?;
+    server.wait_complete(1, Duration::from_secs(600))?;
+    let ingest = start.elapsed();
+    let ingest_memory = server.memory();
+    rows.push(Row {
+        benchmark: format!("1. ingest {} MiB file, TLS, local store", args.size_mib),
+        result: show_rate(rate(big_bytes, ingest)),
+        baseline: format!("dd fdatasync {}", show_rate(dd_rate)),
+        ratio: Some(dd.as_secs_f64() / ingest.as_secs_f64()),
+        target: "≥ 0.90".into(),
+    });
+
+    // 2: many small files, same server and device.
+    eprintln!("2. {} files of 1 MiB", args.files);
+    let start = Instant::now();
+    let paths: Vec<&Path> = still_paths.iter().map(PathBuf::as_path).collect();
+    server.device_upload(&state, &paths)?;
+    server.wait_complete(1 + args.files, Duration::from_secs(600))?;
+    let stills_took = start.elapsed();
+    let stills_bytes = args.files as u64 * MIB;
+    rows.push(Row {
+        benchmark: format!("2. ingest {} files of 1 MiB", args.files),
+        result: format!(
+            "{:.0} files/s, {}",
+            args.files as f64 / stills_took.as_secs_f64(),
+            show_rate(rate(stills_bytes, stills_took))
+        ),
+        baseline: format!("dd fdatasync {}", show_rate(dd_rate)),
+        ratio: Some(rate(stills_bytes, stills_took) / dd_rate),
+        target: "≥ 0.50".into(),
+    });
+
+    // 3: the control plane, same server (SQLite, a few thousand rows already).
+    eprintln!("3. control plane, {} devices", args.devices);
+    let phase = Duration::from_secs(args.seconds);
+    let (noop, create, refresh) = runtime.block_on(async {
+        let mut devices = control::pair(&server, args.devices).await?;
+        let noop = control::run(&server, &mut devices, control::Call::Noop, phase).await?;
+        let create = control::run(&server, &mut devices, control::Call::CreateAsset, phase).await?;
+        let refresh = control::run(&server, &mut devices, control::Call::Refresh, phase).await?;
+        anyhow::Ok((noop, create, refresh))
+    })?;
+    let noop_line = format!(
+        "no-op route {:.0}/s (p99 {:.1} ms)",
+        noop.per_second, noop.p99_ms
+    );
+    for (name, measured, target) in [
+        ("asset create", create, "≥ 0.50"),
+        ("token refresh", refresh, ""),
+    ] {
+        rows.push(Row {
+            benchmark: format!("3. {name}, {} devices, SQLite", args.devices),
+            result: format!(
+                "{:.0}/s (p50 {:.1} ms, p99 {:.1} ms)",
+                measured.per_second, measured.p50_ms, measured.p99_ms
+            ),
+            baseline: noop_line.clone(),
+            ratio: Some(measured.per_second / noop.per_second),
+            target: target.into(),
+        });
+    }
+    drop(server);
+
+    rows.push(Row {
+        benchmark: "4a. server peak RSS during 1".into(),
+        result: show_mib(ingest_memory.peak),
+        baseline: "limit 100 MiB".into(),
+        ratio: Some(100.0 * MIB as f64 / ingest_memory.peak.max(1) as f64),
+        target: "< 100 MiB".into(),
+    });
+
+    // 4b: idle connections on a fresh server.
+    eprintln!("4. {} idle connections", args.idle);
+    let server = Server::start(&dir.join("idle"), &[], &[])?;
+    let before = server.memory();
+    let held = runtime.block_on(control::idle_connections(&server, args.idle))?;
+    let with_idle = server.memory();
+    drop(held);
+    drop(server);
+    rows.push(Row {
+        benchmark: format!("4b. server RSS with {} idle TLS connections", args.idle),
+        result: format!(
+            "{} (peak {})",
+            show_mib(with_idle.rss),
+            show_mib(with_idle.peak)
+        ),
+        baseline: format!("idle server {}; limit 150 MiB", show_mib(before.rss)),
+        ratio: Some(150.0 * MIB as f64 / with_idle.rss.max(1) as f64),
+        target: "< 150 MiB".into(),
+    });
+
+    // 5: a peer tool into the same S3 server.
+    if !args.no_peer {
+        eprintln!("5. peer: aws s3 cp vs Rushes with an S3 store");
+        let (rushes_s3, aws) = peer(&dir, &big)?;
+        rows.push(Row {
+            benchmark: format!("5. {} MiB into S3 (s3s-fs)", args.size_mib),
+            result: format!(
+                "Rushes client via Rushes {} (incl. hashing)",
+                show_rate(rate(big_bytes, rushes_s3))
+            ),
+            baseline: format!("aws s3 cp {}", show_rate(rate(big_bytes, aws))),
+            ratio: Some(aws.as_secs_f64() / rushes_s3.as_secs_f64()),
+            target: "> 1".into(),
+        });
+    }
+
+    print_table(&rows, started.elapsed());
+    let json = serde_json::json!({
+        "machine": machine(),
+        "dir": dir,
+        "took_seconds": started.elapsed().as_secs_f64(),
+        "rows": rows,
+    });
+    if let Some(parent) = args.json.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
+    eprintln!("written to {}", args.json.display());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The big file through a Rushes server on s3s-fs, then through `aws s3 cp` into the same
+/// s3s-fs; the two durations.
+fn peer(dir: &Path, big: &Path) -> anyhow::Result<(Duration, Duration)> {
+    let s3 = S3::start(&dir.join("s3"))?;
+    let env = [
+        ("AWS_ACCESS_KEY_ID", S3_KEY),
+        ("AWS_SECRET_ACCESS_KEY", S3_SECRET),
+    ];
+    let flags = [
+        "--s3-endpoint".to_owned(),
+        s3.endpoint.clone(),
+        "--s3-bucket".to_owned(),
+        s3.bucket.clone(),
+    ];
+    let server = Server::start(&dir.join("on-s3"), &flags, &env)?;
+    let state = dir.join("device-s3");
+    server.pair_device(&state, "bench-camera-s3")?;
+    let start = Instant::now();
+    server.device_upload(&state, &[big])?;
+    server.wait_complete(1, Duration::from_secs(600))?;
+    let rushes = start.elapsed();
+    drop(server);
+    let aws = timed(
+        Command::new("aws")
+            .args([
+                "s3",
+                "cp",
+                "--only-show-errors",
+                "--endpoint-url",
+                &s3.endpoint,
+            ])
+            .arg(big)
+            .arg(format!("s3://{}/peer/big.mov", s3.bucket))
+            .envs(env)
+            .env("AWS_DEFAULT_REGION", "us-east-1"),
+    )
+    .context("aws s3 cp (pip install awscli)")?;
+    Ok((rushes, aws))
+}
+
+/// Writes `size` bytes of incompressible data.
+fn write_source(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path)?);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut chunk = vec![0u8; (8 * MIB) as usize];
+    let mut left = size;
+    while left > 0 {
+        for word in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+fn sync() -> anyhow::Result<()> {
+    timed(&mut Command::new("sync"))?;
+    Ok(())
+}
+
+fn rate(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / took.as_secs_f64().max(1e-9)
+}
+
+fn show_rate(bytes_per_second: f64) -> String {
+    format!("{:.0} MiB/s", bytes_per_second / MIB as f64)
+}
+
+fn show_mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB as f64)
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map_or(0, usize::from),
+        "memory": std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().next().map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")))
+            .unwrap_or_default(),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+    })
+}
+
+fn print_table(rows: &[Row], took: Duration) {
+    let widths = [
+        rows.iter()
+            .map(|r| r.benchmark.chars().count())
+            .max()
+            .unwrap_or(0),
+        rows.iter()
+            .map(|r| r.result.chars().count())
+            .max()
+            .unwrap_or(0),
+        rows.iter()
+            .map(|r| r.baseline.chars().count())
+            .max()
+            .unwrap_or(0),
+    ];
+    println!(
+        "{:<w0$}  {:<w1$}  {:<w2$}  {:>6}  target",
+        "benchmark",
+        "result",
+        "baseline (same run)",
+        "ratio",
+        w0 = widths[0],
+        w1 = widths[1],
+        w2 = widths[2]
+    );
+    for r in rows {
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:>6}  {}",
+            r.benchmark,
+            r.result,
+            r.baseline,
+            r.ratio.map_or("-".into(), |x| format!("{x:.2}")),
+            r.target,
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    }
+    println!("(all benchmarks took {:.0} s)", took.as_secs_f64());
+}
