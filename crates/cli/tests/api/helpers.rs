@@ -941,3 +941,32 @@ pub fn json_events(stdout: &[u8]) -> Vec<Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// `POST {path}` with a JSON body (real-time part registration and its aliases).
+pub async fn post_json(app: &TestServer, token: &str, path: &str, body: &Value) -> Response {
+    app.client
+        .post(app.at(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("POST")
+}
+
+/// Registers real-time parts and returns the upload URLs, insisting on 200.
+pub async fn register_ok(app: &TestServer, token: &str, path: &str, body: Value) -> Vec<String> {
+    let res = post_json(app, token, path, &body).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "{path} {body}: {}",
+        res.text().await.unwrap_or_default()
+    );
+    let answer: Value = res.json().await.expect("upload_urls JSON");
+    answer["upload_urls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no upload_urls in {answer}"))
+        .iter()
+        .map(|u| u.as_str().expect("URL string").to_owned())
+        .collect()
+}

@@ -450,29 +450,8 @@ async fn s3_max_parts_caps_the_plan_of_a_100_gib_file_and_small_files_still_work
 
 /// Registers real-time parts and returns their URLs, insisting on 200.
 async fn register_parts(app: &TestServer, token: &str, asset_id: &str, body: Value) -> Vec<String> {
-    let res = app
-        .client
-        .post(app.at(&format!(
-            "/v2/devices/assets/{asset_id}/realtime_upload/parts"
-        )))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("register parts");
-    assert_eq!(
-        res.status(),
-        StatusCode::OK,
-        "{body}: {}",
-        res.text().await.unwrap_or_default()
-    );
-    let answer: Value = res.json().await.expect("upload_urls JSON");
-    answer["upload_urls"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no upload_urls in {answer}"))
-        .iter()
-        .map(|u| u.as_str().expect("URL string").to_owned())
-        .collect()
+    let path = format!("/v2/devices/assets/{asset_id}/realtime_upload/parts");
+    register_ok(app, token, &path, body).await
 }
 
 /// Creates a real-time asset (JSON) and returns its id and name.

@@ -200,17 +200,6 @@ async fn status_json(app: &TestServer, token: &str, asset_id: &str) -> Value {
     res.json().await.expect("upload status JSON")
 }
 
-/// `POST {path}` with a JSON body (real-time part registration and its aliases).
-async fn post_json(app: &TestServer, token: &str, path: &str, body: &Value) -> Response {
-    app.client
-        .post(app.at(path))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .expect("POST")
-}
-
 fn parts_path(asset_id: &str) -> String {
     format!("/v2/devices/assets/{asset_id}/realtime_upload/parts")
 }
@@ -226,24 +215,6 @@ async fn create_realtime(app: &TestServer, token: &str) -> String {
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.expect("realtime asset JSON");
     body["id"].as_str().expect("id").to_owned()
-}
-
-/// Registers real-time parts and returns the upload URLs, insisting on 200.
-async fn register_ok(app: &TestServer, token: &str, path: &str, body: Value) -> Vec<String> {
-    let res = post_json(app, token, path, &body).await;
-    assert_eq!(
-        res.status(),
-        StatusCode::OK,
-        "{path} {body}: {}",
-        res.text().await.unwrap_or_default()
-    );
-    let answer: Value = res.json().await.expect("upload_urls JSON");
-    answer["upload_urls"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no upload_urls in {answer}"))
-        .iter()
-        .map(|u| u.as_str().expect("URL string").to_owned())
-        .collect()
 }
 
 /// Asserts a 403 in the detailed shape; returns its detail.

@@ -146,17 +146,7 @@ impl LocalStore {
         let mut buffer = Vec::with_capacity(COPY_BUFFER);
         let mut received: u64 = 0;
         let mut written: u64 = 0;
-        loop {
-            let chunk = match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => return Err(PartError::Idle(idle)),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(PartError::Body(e.to_string())),
-                Ok(Some(Ok(chunk))) => chunk,
-            };
-            received += chunk.len() as u64;
-            if received > expected {
-                return Err(PartError::WrongLength { expected, received });
-            }
+        while let Some(chunk) = next_chunk(&mut body, idle, &mut received, expected).await? {
             buffer.extend_from_slice(&chunk);
             if buffer.len() >= COPY_BUFFER {
                 buffer = write_at(&file, buffer, offset + written).await?;
@@ -194,17 +184,7 @@ impl LocalStore {
         let result = async {
             let mut file = tokio::fs::File::create(&temp).await?;
             let mut received: u64 = 0;
-            loop {
-                let chunk = match tokio::time::timeout(idle, body.next()).await {
-                    Err(_) => return Err(PartError::Idle(idle)),
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => return Err(PartError::Body(e.to_string())),
-                    Ok(Some(Ok(chunk))) => chunk,
-                };
-                received += chunk.len() as u64;
-                if received > expected {
-                    return Err(PartError::WrongLength { expected, received });
-                }
+            while let Some(chunk) = next_chunk(&mut body, idle, &mut received, expected).await? {
                 file.write_all(&chunk).await?;
             }
             if received != expected {
@@ -313,6 +293,7 @@ impl MediaStore for LocalStore {
 
     async fn discard_parts(&self, asset_id: &str) {
         let _ = tokio::fs::remove_dir_all(self.uploads.join(asset_id)).await;
+        let _ = tokio::fs::remove_file(self.asset_file(asset_id)).await;
     }
 }
 
@@ -332,6 +313,13 @@ fn assemble_blocking(
     final_path: &Path,
 ) -> Result<Assembled, AssembleError> {
     let in_place = sources.iter().any(|s| s.offset.is_some());
+    if !in_place {
+        // Rebuilt from its parts: a new file, never one an earlier run linked into place.
+        match std::fs::remove_file(temp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
     {
         // A planned asset's file already holds what was written in place; anything else
         // is built from its parts.
@@ -390,16 +378,17 @@ fn assemble_blocking(
     match std::fs::hard_link(temp, final_path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            // Ours from a run that crashed before recording it, or somebody else's file.
+            // Ours from a run that crashed before recording it, or somebody else's file
+            // (then the asset takes another name; its bytes stay in `temp` for that).
             if hash_file(final_path)? != (sha256.clone(), size) {
-                let _ = std::fs::remove_file(temp);
                 return Err(AssembleError::PathTaken);
             }
         }
         Err(e) => return Err(e.into()),
     }
     std::fs::File::open(dir)?.sync_all()?;
-    std::fs::remove_file(temp)?;
+    // `temp` goes with the parts once the asset is recorded complete (`discard_parts`): a
+    // run interrupted before that finds it again, linked to the same bytes.
     Ok(Assembled { sha256, size })
 }
 
@@ -416,6 +405,35 @@ fn hash_file(path: &Path) -> io::Result<(String, u64)> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
+}
+
+/// The next chunk of a part's body, counting it into `received`: an error if the sender
+/// goes quiet for `idle`, the body breaks, or more than `expected` bytes arrive (cut off at
+/// the first extra chunk); `None` at the end.
+async fn next_chunk<S, E>(
+    body: &mut S,
+    idle: Duration,
+    received: &mut u64,
+    expected: u64,
+) -> Result<Option<Bytes>, PartError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let chunk = match tokio::time::timeout(idle, body.next()).await {
+        Err(_) => return Err(PartError::Idle(idle)),
+        Ok(None) => return Ok(None),
+        Ok(Some(Err(e))) => return Err(PartError::Body(e.to_string())),
+        Ok(Some(Ok(chunk))) => chunk,
+    };
+    *received += chunk.len() as u64;
+    if *received > expected {
+        return Err(PartError::WrongLength {
+            expected,
+            received: *received,
+        });
+    }
+    Ok(Some(chunk))
 }
 
 /// `pwrite`s `buffer` at `offset` on the blocking pool; returns the buffer, emptied, for

@@ -135,10 +135,8 @@ pub async fn create(
     // A create whose answer was lost (the device retries it) gets the asset it made, not a
     // second one: same device, name, size and recording time, nothing received yet.
     if let (false, Some(size)) = (realtime, filesize)
-        && let Some(asset) = state
-            .db
-            .retried_create(&device.device_id, name.as_str(), size, recorded_at)
-            .await?
+        && let Some(asset) =
+            retried_create(&state, &device, name.as_str(), size, recorded_at).await?
     {
         tracing::info!(asset = %asset.id, path = %asset.path, "asset create repeated; answering with the asset it made");
         return planned_answer(&state, &base_url, asset);
@@ -184,6 +182,34 @@ pub async fn create(
         .into_response());
     }
     planned_answer(&state, &base_url, asset)
+}
+
+/// The asset an identical create just made, if nothing was sent to it yet (see
+/// `Db::retried_create`). With S3, parts sent to the bucket are only known once listed,
+/// so a candidate's parts are listed first.
+async fn retried_create(
+    state: &AppState,
+    device: &Authenticated,
+    name: &str,
+    size: u64,
+    recorded_at: i64,
+) -> ApiResult<Option<Asset>> {
+    let find = || {
+        state
+            .db
+            .retried_create(&device.device_id, name, size, recorded_at)
+    };
+    let Some(candidate) = find().await? else {
+        return Ok(None);
+    };
+    let Some(s3) = &state.s3 else {
+        return Ok(Some(candidate));
+    };
+    if let Err(e) = part_watch::check(state, s3, &candidate.id).await {
+        tracing::warn!(asset = %candidate.id, error = %e, "listing parts before answering a repeated create failed");
+        return Err(ApiError::store_unavailable());
+    }
+    Ok(find().await?.filter(|again| again.id == candidate.id))
 }
 
 /// The answer to creating a planned asset: the asset and one URL per part.
