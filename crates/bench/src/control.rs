@@ -19,11 +19,13 @@ pub struct Device {
     pub tokens: TokenResponse,
 }
 
+/// A client with a connection pool of its own, trusting only the server's CA.
 pub fn client(server: &Server) -> anyhow::Result<Client> {
     let pem = std::fs::read(server.ca())?;
     Ok(Client::builder()
         .tls_certs_only([Certificate::from_pem(&pem)?])
         .timeout(Duration::from_secs(60))
+        .pool_idle_timeout(None)
         .build()?)
 }
 
@@ -194,10 +196,7 @@ async fn one(url: &str, device: &mut Device, call: Call, n: u64) -> anyhow::Resu
 pub async fn idle_connections(server: &Server, count: usize) -> anyhow::Result<Vec<Client>> {
     let mut clients = Vec::with_capacity(count);
     for _ in 0..count {
-        let client = Client::builder()
-            .tls_certs_only([Certificate::from_pem(&std::fs::read(server.ca())?)?])
-            .pool_idle_timeout(None)
-            .build()?;
+        let client = client(server)?;
         client
             .get(format!("{}/health", server.url))
             .send()

@@ -970,3 +970,30 @@ pub async fn register_ok(app: &TestServer, token: &str, path: &str, body: Value)
         .map(|u| u.as_str().expect("URL string").to_owned())
         .collect()
 }
+
+/// Asserts the asset is listed complete with `data`'s SHA-256 and size, and that its
+/// file (in the data directory, or s3s-fs's folder) holds exactly `data`.
+pub fn assert_complete_with(app: &TestServer, asset_id: &str, data: &[u8]) -> Value {
+    let entry = app.asset_entry(asset_id);
+    assert_eq!(entry["state"], "complete", "{entry}");
+    assert_eq!(entry["sha256"], sha256_hex(data), "{entry}");
+    assert_eq!(entry["size"], data.len(), "{entry}");
+    let object = app.asset_file(&entry);
+    let stored = std::fs::read(&object).unwrap_or_else(|e| {
+        let folder = object.parent().expect("a folder");
+        let beside: Vec<String> = std::fs::read_dir(folder)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        panic!(
+            "no file at {}: {e}; {entry}; the folder holds {beside:?}",
+            object.display()
+        )
+    });
+    assert_eq!(stored.len(), data.len(), "{}", object.display());
+    assert!(stored == data, "the stored file differs from the source");
+    entry
+}

@@ -196,36 +196,6 @@ async fn wait_log_line(app: &TestServer, needles: &[&str], within: Duration) -> 
     }
 }
 
-/// Asserts the asset is listed complete with `data`'s SHA-256 and size, and that the
-/// object in s3s-fs's folder holds exactly `data`.
-fn assert_complete_in_bucket(app: &TestServer, asset_id: &str, data: &[u8]) -> Value {
-    let entry = app.asset_entry(asset_id);
-    assert_eq!(entry["state"], "complete", "{entry}");
-    assert_eq!(entry["sha256"], sha256_hex(data), "{entry}");
-    assert_eq!(entry["size"], data.len(), "{entry}");
-    let object = app.asset_file(&entry);
-    let stored = std::fs::read(&object).unwrap_or_else(|e| {
-        let folder = object.parent().expect("a folder");
-        let beside: Vec<String> = std::fs::read_dir(folder)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        panic!(
-            "no object at {}: {e}; {entry}; the folder holds {beside:?}",
-            object.display()
-        )
-    });
-    assert_eq!(stored.len(), data.len(), "{}", object.display());
-    assert!(
-        stored == data,
-        "the object in the bucket differs from the source"
-    );
-    entry
-}
-
 /// The (method, route) of every per-request line of the server's JSON log.
 fn logged_requests(app: &TestServer) -> Vec<(String, String)> {
     app.log()
@@ -319,7 +289,7 @@ async fn s3_parts_go_straight_to_the_bucket_and_the_asset_completes_with_its_sha
     // Nobody asks the server: the watcher notices the parts by itself.
     let entry = wait_listed(&app, &asset.id, "complete", NOTICE).await;
     assert_eq!(entry["sha256"], sha256_hex(&data), "{entry}");
-    assert_complete_in_bucket(&app, &asset.id, &data);
+    assert_complete_with(&app, &asset.id, &data);
     assert_eq!(
         app.asset_file(&entry),
         s3_of(&app).object_path(&format!("Default/{}", asset.path))
@@ -380,7 +350,7 @@ async fn s3_refuses_part_puts_without_acl_of_the_wrong_length_or_with_a_tampered
     let (status, answer) = put_expecting(url, true, &data).await;
     assert_eq!(status, StatusCode::OK, "the genuine PUT: {answer}");
     wait_listed(&app, &asset.id, "complete", NOTICE).await;
-    assert_complete_in_bucket(&app, &asset.id, &data);
+    assert_complete_with(&app, &asset.id, &data);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -441,7 +411,7 @@ async fn s3_max_parts_caps_the_plan_of_a_100_gib_file_and_small_files_still_work
     let data = test_bytes(4321, 303);
     let small = upload_whole(&app, token, "small.mp4", &data).await;
     assert_eq!(small.upload_urls.len(), 1);
-    assert_complete_in_bucket(&app, &small.id, &data);
+    assert_complete_with(&app, &small.id, &data);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -515,7 +485,7 @@ async fn s3_realtime_upload_completes_with_its_sha256() {
     put_ok(&app, &final_urls[0], last.clone()).await;
 
     wait_listed(&app, &id, "complete", NOTICE).await;
-    let entry = assert_complete_in_bucket(&app, &id, &[first, last].concat());
+    let entry = assert_complete_with(&app, &id, &[first, last].concat());
     assert!(
         entry["path"].as_str().expect("path").ends_with(&name),
         "{entry}"
@@ -576,7 +546,7 @@ async fn s3_a_realtime_upload_renamed_at_its_final_part_keeps_its_first_key_rese
             .ends_with(&format!("/{stem} (2).mp4")),
         "{twin_entry}"
     );
-    assert_complete_in_bucket(&app, &asset.id, &twin);
+    assert_complete_with(&app, &asset.id, &twin);
     assert_eq!(
         std::fs::read(app.s3.as_ref().expect("on S3").object_path(&first_key))
             .expect("the renamed clip's object"),
@@ -619,7 +589,7 @@ async fn s3_resume_lists_received_parts_at_once_and_fresh_urls_complete_the_asse
         put_ok(&app, url, bytes).await;
     }
     app.wait_complete(token, &asset.id).await;
-    assert_complete_in_bucket(&app, &asset.id, &data);
+    assert_complete_with(&app, &asset.id, &data);
     let status = status_json(&app, token, &asset.id).await;
     assert_eq!(status["missing"], json!([]), "{status}");
 }
@@ -737,6 +707,46 @@ async fn s3_web_download_streams_the_object_whole_and_in_ranges() {
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
+async fn serve_refuses_to_start_on_a_bucket_that_does_not_exist() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rushes"))
+        .arg("serve")
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args([
+            "--s3-endpoint",
+            &s3.endpoint,
+            "--s3-bucket",
+            "no-such-bucket",
+        ])
+        .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start rushes serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("status") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rushes serve kept running on a missing bucket");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("no-such-bucket"), "{stderr}");
+    assert!(stderr.contains(&s3.endpoint), "{stderr}");
+}
+
+#[tokio::test]
 async fn s3_down_makes_creation_503_with_retry_after_and_the_watcher_survives_an_outage() {
     let app = spawn_app_on_s3(&["--part-size", PART_SIZE_FLAG, "--s3-max-check-pause", "2"]).await;
     let s3 = s3_of(&app);
@@ -768,7 +778,7 @@ async fn s3_down_makes_creation_503_with_retry_after_and_the_watcher_survives_an
     let data = test_bytes(1000, 311);
     let asset = upload_whole(&app, token, "clip.mp4", &data).await;
     assert!(asset.path.ends_with("/clip.mp4"), "{}", asset.path);
-    assert_complete_in_bucket(&app, &asset.id, &data);
+    assert_complete_with(&app, &asset.id, &data);
 
     // An outage in the middle of an upload: the watcher fails to list, and carries on.
     let data = test_bytes(2 * FIVE_MIB + 5, 312);
@@ -784,7 +794,7 @@ async fn s3_down_makes_creation_503_with_retry_after_and_the_watcher_survives_an
     app.upload(&asset, &data).await;
     // Polled through the admin listing, which never asks the store: the watcher did it.
     wait_listed(&app, &asset.id, "complete", NOTICE).await;
-    assert_complete_in_bucket(&app, &asset.id, &data);
+    assert_complete_with(&app, &asset.id, &data);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -826,7 +836,7 @@ async fn s3_two_servers_share_one_upload() {
     wait_listed(&first, &asset.id, "complete", NOTICE).await;
     first.wait_complete(token, &asset.id).await;
     second.wait_complete(token, &asset.id).await;
-    assert_complete_in_bucket(&first, &asset.id, &data);
+    assert_complete_with(&first, &asset.id, &data);
     assert_eq!(second.asset_entry(&asset.id)["sha256"], sha256_hex(&data));
 }
 
@@ -848,7 +858,7 @@ async fn s3_an_upload_whose_server_was_killed_after_the_last_part_completes_afte
     // server must notice the parts by itself (a check leased by the killed process is
     // taken over after its 60 s lease, hence the long deadline).
     wait_listed(&app, &asset.id, "complete", Duration::from_secs(90)).await;
-    assert_complete_in_bucket(&app, &asset.id, &data);
+    assert_complete_with(&app, &asset.id, &data);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -882,7 +892,7 @@ async fn s3_a_foreign_object_at_the_key_makes_the_asset_take_the_next_name() {
     app.upload(&asset, &data).await;
     let entry = wait_listed(&app, &asset.id, "complete", NOTICE).await;
     assert_eq!(entry["path"], format!("{folder}/clip (2).mp4"));
-    assert_complete_in_bucket(&app, &asset.id, &data);
+    assert_complete_with(&app, &asset.id, &data);
     assert_eq!(
         std::fs::read(&foreign).expect("foreign object"),
         foreign_bytes
@@ -928,7 +938,7 @@ async fn s3_the_device_client_uploads_a_file_with_its_sha256_intact() {
             .ends_with("/VIDEO/Laptop/A001C001.mov"),
         "{entry}"
     );
-    assert_complete_in_bucket(&app, &asset_id, &data);
+    assert_complete_with(&app, &asset_id, &data);
     // The client sent its parts to S3, never to Rushes.
     assert_no_part_through_rushes(&app);
 }

@@ -252,18 +252,6 @@ async fn assert_invalid(res: Response, field: &str, what: &str) {
     );
 }
 
-/// Asserts the asset listed complete with exactly `data` on disk.
-fn assert_complete_with(app: &TestServer, asset_id: &str, data: &[u8]) -> Value {
-    let entry = app.asset_entry(asset_id);
-    assert_eq!(entry["state"], "complete", "{entry}");
-    assert_eq!(entry["sha256"], sha256_hex(data), "{entry}");
-    assert_eq!(entry["size"], data.len(), "{entry}");
-    let on_disk = std::fs::read(app.asset_file(&entry)).expect("finished file");
-    assert_eq!(on_disk.len(), data.len());
-    assert!(on_disk == data, "the file on disk differs from the source");
-    entry
-}
-
 // ---------------------------------------------------------------------------------------
 // 1. The part plan
 // ---------------------------------------------------------------------------------------
