@@ -163,15 +163,16 @@ impl Db {
             None => (None, None),
         };
         let mut n = 1;
-        loop {
+        let asset = loop {
             let path = format!("{}/{}", new.folder, new.name.with_suffix(n));
-            let inserted = sqlx::query(
+            let inserted: Option<Asset> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO assets (id, project_id, device_id, name, path, filetype, filesize, channel,
                                      offset_secs, recorded_at, realtime, auto_version_id, part_size,
                                      part_count, state, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'uploading', $15)
-                 ON CONFLICT (project_id, path) DO NOTHING",
-            )
+                 ON CONFLICT (project_id, path) DO NOTHING
+                 RETURNING {ASSET_COLUMNS}"
+            )))
             .bind(&id)
             .bind(&new.project_id)
             .bind(&new.device_id)
@@ -187,16 +188,13 @@ impl Db {
             .bind(part_size)
             .bind(part_count)
             .bind(now)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            if inserted.rows_affected() == 1 {
-                break;
+            if let Some(asset) = inserted {
+                break asset;
             }
             n += 1;
-        }
-        let asset = fetch_asset(&mut tx, &id)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
+        };
         tx.commit().await?;
         Ok(asset)
     }
@@ -446,7 +444,7 @@ impl Db {
         sha256: &str,
         filesize: u64,
     ) -> DbResult<()> {
-        sqlx::query(
+        self.write(sqlx::query(
             "UPDATE assets SET state = 'complete', path = $1, sha256 = $2, filesize = $3, completed_at = $4
              WHERE id = $5 AND state = 'assembling'",
         )
@@ -455,7 +453,7 @@ impl Db {
         .bind(to_i64(filesize))
         .bind(now_ms())
         .bind(asset_id)
-        .execute(self.pool())
+        )
         .await?;
         Ok(())
     }

@@ -93,12 +93,13 @@ impl Db {
         {
             return Ok(());
         }
-        sqlx::query("UPDATE devices SET last_seen_at = $1, client_version = $2 WHERE id = $3")
-            .bind(now)
-            .bind(client_version)
-            .bind(device_id)
-            .execute(self.pool())
-            .await?;
+        self.write(
+            sqlx::query("UPDATE devices SET last_seen_at = $1, client_version = $2 WHERE id = $3")
+                .bind(now)
+                .bind(client_version)
+                .bind(device_id),
+        )
+        .await?;
         Ok(())
     }
 
@@ -202,14 +203,15 @@ impl Db {
 
     /// Closes the open pause window, if any.
     pub async fn resume_device(&self, device_id: &str, channel: Option<i64>) -> DbResult<()> {
-        sqlx::query(
-            "UPDATE pause_windows SET ended_at = $1
+        self.write(
+            sqlx::query(
+                "UPDATE pause_windows SET ended_at = $1
              WHERE device_id = $2 AND channel IS NOT DISTINCT FROM $3 AND ended_at IS NULL",
+            )
+            .bind(now_ms())
+            .bind(device_id)
+            .bind(channel),
         )
-        .bind(now_ms())
-        .bind(device_id)
-        .bind(channel)
-        .execute(self.pool())
         .await?;
         Ok(())
     }

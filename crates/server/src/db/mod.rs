@@ -19,13 +19,15 @@ mod settings;
 mod tokens;
 mod users;
 mod web;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
+use sqlx::{Any, AnyPool, Connection, Executor};
 
 pub use assets::{Asset, AssetListing, AssetState, NewAsset, Part, PartRecord};
 pub use devices::{DeviceListing, DeviceRecord};
@@ -35,7 +37,12 @@ pub use tokens::{Authenticated, IssuedTokens, RefreshOutcome};
 pub use web::{CodeLookup, InFlight, Lookup, MAX_WRONG_GUESSES, User};
 
 pub type DbResult<T> = Result<T, sqlx::Error>;
-pub(crate) type Tx = Transaction<'static, Any>;
+
+/// Every SQLite connection: FULL makes a commit reach the disk before we answer 200 (power
+/// loss too); the busy timeout covers other processes on the same file (admin commands, a
+/// second server).
+const SQLITE_PRAGMAS: &str = "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000";
+pub(crate) type Tx = writer::WriteTx;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -47,6 +54,8 @@ enum Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: the connection every write goes through (group commit).
+    writer: Option<Arc<writer::Writer>>,
 }
 
 impl Db {
@@ -80,28 +89,50 @@ impl Db {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // FULL: a commit is on disk before we answer 200 (power loss too).
-                        conn.execute("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000")
-                            .await?;
+                        conn.execute(SQLITE_PRAGMAS).await?;
                     }
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        let db = Db { pool, backend };
+        let writer = match backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::AnyConnection::connect_with(&options).await?;
+                conn.execute(SQLITE_PRAGMAS).await?;
+                Some(Arc::new(writer::Writer::start(conn)))
+            }
+            Backend::Postgres => None,
+        };
+        let db = Db {
+            pool,
+            backend,
+            writer,
+        };
         // One folder for both engines: the SQL is portable (see the migrations' header).
         sqlx::migrate!("./migrations").run(&db.pool).await?;
         Ok(db)
     }
 
-    /// Starts a transaction that will write. On SQLite it takes the write lock up front
-    /// (`BEGIN IMMEDIATE`), so a transaction that reads first never fails to upgrade.
+    /// Starts a transaction that will write. On SQLite it is a savepoint on the one writing
+    /// connection, which holds the write lock (`BEGIN IMMEDIATE`), so a transaction that
+    /// reads first never fails to upgrade; see [`writer`] for how commits are grouped.
     pub(crate) async fn begin_write(&self) -> DbResult<Tx> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+        match &self.writer {
+            Some(writer) => writer.begin().await,
+            None => Ok(writer::WriteTx::pooled(self.pool.begin().await?)),
         }
+    }
+
+    /// Runs one writing statement in a transaction of its own.
+    pub(crate) async fn write<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    ) -> DbResult<sqlx::any::AnyQueryResult> {
+        let mut tx = self.begin_write().await?;
+        let done = query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

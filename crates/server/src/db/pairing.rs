@@ -336,7 +336,7 @@ impl Db {
     /// Registers a device model by its `client_secret` (what `--strict-clients` admits),
     /// naming it; idempotent.
     pub async fn register_model(&self, client_secret: &str, name: &str) -> DbResult<()> {
-        sqlx::query(
+        self.write(sqlx::query(
             "INSERT INTO device_models (id, client_secret, name, registered, created_at) VALUES ($1, $2, $3, 1, $4)
              ON CONFLICT (client_secret) DO UPDATE SET name = excluded.name, registered = 1",
         )
@@ -344,7 +344,7 @@ impl Db {
         .bind(client_secret)
         .bind(name)
         .bind(now_ms())
-        .execute(self.pool())
+        )
         .await?;
         Ok(())
     }

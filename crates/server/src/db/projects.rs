@@ -29,15 +29,17 @@ impl Db {
                 dir,
                 created_at: now_ms(),
             };
-            let inserted = sqlx::query(
-                "INSERT INTO projects (id, name, dir, created_at) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&project.id)
-            .bind(&project.name)
-            .bind(&project.dir)
-            .bind(project.created_at)
-            .execute(self.pool())
-            .await;
+            let inserted = self
+                .write(
+                    sqlx::query(
+                        "INSERT INTO projects (id, name, dir, created_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&project.id)
+                    .bind(&project.name)
+                    .bind(&project.dir)
+                    .bind(project.created_at),
+                )
+                .await;
             match inserted {
                 Ok(_) => return Ok(Some(project)),
                 Err(e) if is_unique_violation(&e) => {

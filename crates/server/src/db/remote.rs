@@ -20,18 +20,19 @@ impl Db {
         upload: &RemoteUpload,
         now: Millis,
     ) -> DbResult<()> {
-        sqlx::query(
-            "UPDATE assets SET object_key = $1, upload_id = $2, next_check_at = $3,
+        self.write(
+            sqlx::query(
+                "UPDATE assets SET object_key = $1, upload_id = $2, next_check_at = $3,
                                check_pause_ms = $4, active_at = $5
              WHERE id = $6",
+            )
+            .bind(&upload.key)
+            .bind(&upload.upload_id)
+            .bind(now + FIRST_CHECK_PAUSE_MS)
+            .bind(FIRST_CHECK_PAUSE_MS)
+            .bind(now)
+            .bind(asset_id),
         )
-        .bind(&upload.key)
-        .bind(&upload.upload_id)
-        .bind(now + FIRST_CHECK_PAUSE_MS)
-        .bind(FIRST_CHECK_PAUSE_MS)
-        .bind(now)
-        .bind(asset_id)
-        .execute(self.pool())
         .await?;
         Ok(())
     }
@@ -84,15 +85,17 @@ impl Db {
         seen: i64,
         lease_until: Millis,
     ) -> DbResult<bool> {
-        let done = sqlx::query(
-            "UPDATE assets SET next_check_at = $1
+        let done = self
+            .write(
+                sqlx::query(
+                    "UPDATE assets SET next_check_at = $1
              WHERE id = $2 AND next_check_at = $3 AND state = 'uploading'",
-        )
-        .bind(lease_until)
-        .bind(asset_id)
-        .bind(seen)
-        .execute(self.pool())
-        .await?;
+                )
+                .bind(lease_until)
+                .bind(asset_id)
+                .bind(seen),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -124,26 +127,27 @@ impl Db {
         } else {
             "UPDATE assets SET next_check_at = $1, check_pause_ms = $2, active_at = COALESCE(active_at, $3) WHERE id = $4 AND state = 'uploading'"
         };
-        sqlx::query(sql)
-            .bind(now + pause)
-            .bind(pause)
-            .bind(now)
-            .bind(asset_id)
-            .execute(self.pool())
-            .await?;
+        self.write(
+            sqlx::query(sql)
+                .bind(now + pause)
+                .bind(pause)
+                .bind(now)
+                .bind(asset_id),
+        )
+        .await?;
         Ok(())
     }
 
     /// Makes an upload's next check due at once (a device just asked about it).
     pub async fn check_soon(&self, asset_id: &str, now: Millis) -> DbResult<()> {
-        sqlx::query(
+        self.write(sqlx::query(
             "UPDATE assets SET next_check_at = $1, check_pause_ms = $2
              WHERE id = $3 AND state = 'uploading' AND upload_id IS NOT NULL AND next_check_at > $1",
         )
         .bind(now)
         .bind(FIRST_CHECK_PAUSE_MS)
         .bind(asset_id)
-        .execute(self.pool())
+        )
         .await?;
         Ok(())
     }
@@ -162,14 +166,16 @@ impl Db {
     /// Marks an idle upload abandoned; true for the one caller that did it (who must then
     /// abort the store's upload).
     pub async fn mark_abandoned(&self, asset_id: &str, cutoff: Millis) -> DbResult<bool> {
-        let done = sqlx::query(
-            "UPDATE assets SET state = 'abandoned', next_check_at = NULL
+        let done = self
+            .write(
+                sqlx::query(
+                    "UPDATE assets SET state = 'abandoned', next_check_at = NULL
              WHERE id = $1 AND state = 'uploading' AND active_at < $2",
-        )
-        .bind(asset_id)
-        .bind(cutoff)
-        .execute(self.pool())
-        .await?;
+                )
+                .bind(asset_id)
+                .bind(cutoff),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -11,12 +11,13 @@ impl Db {
         key: &str,
         make: impl FnOnce() -> String,
     ) -> DbResult<String> {
-        sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        self.write(
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(make()),
         )
-        .bind(key)
-        .bind(make())
-        .execute(self.pool())
         .await?;
         sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(key)

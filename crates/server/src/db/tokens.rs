@@ -24,6 +24,7 @@ pub struct Authenticated {
     pub scopes: Scopes,
     pub client_version: String,
     pub last_seen_at: Option<i64>,
+    pub device_name: String,
 }
 
 #[derive(Debug)]
@@ -70,7 +71,8 @@ impl Db {
     /// The device behind `access_token`, if the token is current and its grant stands.
     pub async fn authenticate(&self, access_token: &str) -> DbResult<Option<Authenticated>> {
         sqlx::query_as(
-            "SELECT d.id AS device_id, g.id AS grant_id, g.project_id, g.scopes, d.client_version, d.last_seen_at
+            "SELECT d.id AS device_id, g.id AS grant_id, g.project_id, g.scopes, d.client_version, d.last_seen_at,
+                    d.name AS device_name
              FROM token_pairs t
              JOIN grants g ON g.id = t.grant_id
              JOIN devices d ON d.id = g.device_id

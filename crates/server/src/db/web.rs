@@ -77,22 +77,23 @@ impl Db {
     }
 
     pub async fn set_admin(&self, username: &str, admin: bool) -> DbResult<()> {
-        sqlx::query("UPDATE users SET is_admin = $1 WHERE username = $2")
-            .bind(i64::from(admin))
-            .bind(username)
-            .execute(self.pool())
-            .await?;
+        self.write(
+            sqlx::query("UPDATE users SET is_admin = $1 WHERE username = $2")
+                .bind(i64::from(admin))
+                .bind(username),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn add_member(&self, project_id: &str, username: &str) -> DbResult<bool> {
-        let added = sqlx::query(
+        let added = self.write(sqlx::query(
             "INSERT INTO project_members (project_id, user_id) SELECT $1, id FROM users WHERE username = $2
              ON CONFLICT DO NOTHING",
         )
         .bind(project_id)
         .bind(username)
-        .execute(self.pool())
+        )
         .await?;
         Ok(added.rows_affected() > 0 || self.user_by_name(username).await?.is_some())
     }
@@ -101,12 +102,12 @@ impl Db {
     pub async fn create_session(&self, user_id: &str, lifetime_ms: Millis) -> DbResult<String> {
         let token = secrets::generate();
         let now = now_ms();
-        sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+        self.write(sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(secrets::hash(&token))
             .bind(user_id)
             .bind(now)
             .bind(now + lifetime_ms)
-            .execute(self.pool())
+            )
             .await?;
         Ok(token)
     }
@@ -123,10 +124,10 @@ impl Db {
     }
 
     pub async fn end_session(&self, token: &str) -> DbResult<()> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(secrets::hash(token))
-            .execute(self.pool())
-            .await?;
+        self.write(
+            sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(secrets::hash(token)),
+        )
+        .await?;
         Ok(())
     }
 
@@ -200,12 +201,13 @@ impl Db {
     }
 
     pub async fn rename_device(&self, device_id: &str, name: &str) -> DbResult<()> {
-        sqlx::query("UPDATE devices SET name = $1, updated_at = $2 WHERE id = $3")
-            .bind(name)
-            .bind(now_ms())
-            .bind(device_id)
-            .execute(self.pool())
-            .await?;
+        self.write(
+            sqlx::query("UPDATE devices SET name = $1, updated_at = $2 WHERE id = $3")
+                .bind(name)
+                .bind(now_ms())
+                .bind(device_id),
+        )
+        .await?;
         Ok(())
     }
 
@@ -247,7 +249,7 @@ impl Db {
         password_hash: &str,
         admin: bool,
     ) -> DbResult<bool> {
-        let created = sqlx::query(
+        let created = self.write(sqlx::query(
             "INSERT INTO users (id, username, password_hash, is_admin, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (username) DO NOTHING",
         )
@@ -256,7 +258,7 @@ impl Db {
         .bind(password_hash)
         .bind(i64::from(admin))
         .bind(now_ms())
-        .execute(self.pool())
+        )
         .await?;
         Ok(created.rows_affected() == 1)
     }

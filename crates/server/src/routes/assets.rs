@@ -141,12 +141,11 @@ pub async fn create(
         tracing::info!(asset = %asset.id, path = %asset.path, "asset create repeated; answering with the asset it made");
         return planned_answer(&state, &base_url, asset);
     }
-    let record = super::devices::record(&state, &device).await?;
     let folder = format!(
         "Cloud Devices/{}/{}/{}",
         date_folder(recorded_at),
         MediaType::of_mime(&filetype).folder(),
-        folder_name(&record.name)
+        folder_name(&device.device_name)
     );
     let plan = match (realtime, filesize) {
         (false, Some(size)) => Some(PartPlan::new(
@@ -159,7 +158,7 @@ pub async fn create(
     let asset = state
         .db
         .create_asset(&NewAsset {
-            project_id: record.project_id.clone(),
+            project_id: device.project_id.clone(),
             device_id: device.device_id.clone(),
             name,
             folder,
