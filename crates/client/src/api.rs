@@ -268,8 +268,9 @@ async fn check(res: Response) -> Result<Response, Error> {
 
 async fn json<T: DeserializeOwned>(res: Response) -> Result<T, Error> {
     let res = check(res).await?;
-    res.json()
-        .await
+    // A body cut off by the network is a network error (retried), not a bad answer.
+    let body = res.bytes().await.map_err(classify)?;
+    serde_json::from_slice(&body)
         .map_err(|e| Error::Other(format!("unexpected answer from the server: {e}")))
 }
 

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::db::AssetState;
+use crate::db::{AssetState, DbResult, PartRecord, run_to_end};
 use crate::media::{AssembleError, AssetTarget, StoredPart};
 use crate::state::AppState;
 
@@ -31,6 +31,45 @@ pub fn spawn(state: AppState, asset_id: String) {
 }
 
 const RETRIES: u32 = 12;
+
+/// Records a received part and, if it was the last, starts finalising: one step that runs
+/// to the end even when the request that brought the part is dropped halfway (its client
+/// went away). Otherwise the asset could be claimed for assembly, the commit done, and
+/// nobody left to assemble it until the next restart.
+pub async fn record_part(
+    state: &AppState,
+    asset_id: &str,
+    number: u32,
+    size: u64,
+    stored_as: &str,
+) -> DbResult<PartRecord> {
+    let (state, asset_id, stored_as) = (state.clone(), asset_id.to_owned(), stored_as.to_owned());
+    run_to_end(async move {
+        let record = state
+            .db
+            .record_part(&asset_id, number, size, &stored_as)
+            .await?;
+        if let PartRecord::Recorded { ready: true, .. } = record {
+            spawn(state, asset_id);
+        }
+        Ok(record)
+    })
+    .await
+}
+
+/// Claims a real-time asset whose parts are all in and starts finalising it (see
+/// [`record_part`] for why this cannot be cut short); true if it was claimed.
+pub async fn claim_if_ready(state: &AppState, asset_id: &str) -> DbResult<bool> {
+    let (state, asset_id) = (state.clone(), asset_id.to_owned());
+    run_to_end(async move {
+        let claimed = state.db.claim_if_ready(&asset_id).await?;
+        if claimed {
+            spawn(state, asset_id);
+        }
+        Ok(claimed)
+    })
+    .await
+}
 
 async fn finalise(state: &AppState, asset_id: &str) -> anyhow::Result<()> {
     let Some(mut asset) = state.db.asset(asset_id).await? else {

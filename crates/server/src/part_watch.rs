@@ -114,15 +114,10 @@ pub async fn check(state: &AppState, s3: &S3Store, asset_id: &str) -> anyhow::Re
         if seen {
             continue;
         }
-        match state
-            .db
-            .record_part(asset_id, part.number, part.size, &etag)
-            .await?
-        {
+        match finalise::record_part(state, asset_id, part.number, part.size, &etag).await? {
             PartRecord::Recorded { ready, .. } => {
                 progressed = true;
                 if ready {
-                    finalise::spawn(state.clone(), asset_id.to_owned());
                     return Ok(());
                 }
             }

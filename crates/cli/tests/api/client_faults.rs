@@ -193,7 +193,12 @@ async fn assert_all_on_server(app: &TestServer, clips: &[(PathBuf, Vec<u8>)], ev
                 .get(id.as_str())
                 .unwrap_or_else(|| panic!("asset {id} not listed: {list}"));
             if entry["state"] != "complete" {
-                waiting.push(id.clone());
+                let file = path.display().to_string();
+                let seen: Vec<&Value> = events
+                    .iter()
+                    .filter(|e| e["file"] == file.as_str())
+                    .collect();
+                waiting.push(format!("{entry}; the client said: {seen:?}"));
                 continue;
             }
             assert_eq!(

@@ -153,6 +153,16 @@ impl Db {
     }
 }
 
+/// Runs `task` to the end even if the caller stops waiting for it (a request dropped
+/// because its client went away): for steps that must not stop halfway.
+pub(crate) async fn run_to_end<T: Send + 'static>(
+    task: impl Future<Output = DbResult<T>> + Send + 'static,
+) -> DbResult<T> {
+    tokio::spawn(task)
+        .await
+        .unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(e.to_string()))))
+}
+
 /// True when `err` is a uniqueness violation (used to retry with another name or code).
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use sqlx::{Any, AnyConnection, Executor, Transaction};
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot};
 
-use super::DbResult;
+use super::{DbResult, run_to_end};
 
 /// The one connection that writes, and the batch it has open.
 pub(crate) struct Writer {
@@ -54,20 +54,27 @@ impl Writer {
     /// Waits for the connection (callers queue in arrival order), opens the shared
     /// transaction if none is open, and starts this caller's savepoint.
     pub(crate) async fn begin(&self) -> DbResult<WriteTx> {
-        let mut guard = self.state.clone().lock_owned().await;
-        guard.undo_abandoned().await;
-        if !guard.open {
-            guard.conn.execute("BEGIN IMMEDIATE").await?;
-            guard.open = true;
-        }
-        if let Err(e) = guard.conn.execute("SAVEPOINT caller").await {
-            guard.fail_batch(&e).await;
-            return Err(e);
-        }
-        Ok(WriteTx(Inner::Batched {
-            guard: Some(guard),
-            work: self.work.clone(),
-        }))
+        let (state, work) = (self.state.clone(), self.work.clone());
+        // Spawned, so that a caller dropped halfway (its client went away) cannot leave a
+        // statement running that the bookkeeping (`open`) does not know about; if the
+        // caller is gone, the finished `WriteTx` is dropped, which undoes the savepoint.
+        run_to_end(async move {
+            let mut guard = state.lock_owned().await;
+            guard.undo_abandoned().await;
+            if !guard.open {
+                guard.conn.execute("BEGIN IMMEDIATE").await?;
+                guard.open = true;
+            }
+            if let Err(e) = guard.conn.execute("SAVEPOINT caller").await {
+                guard.fail_batch(&e).await;
+                return Err(e);
+            }
+            Ok(WriteTx(Inner::Batched {
+                guard: Some(guard),
+                work,
+            }))
+        })
+        .await
     }
 }
 
@@ -158,16 +165,22 @@ impl WriteTx {
                 None => return Err(sqlx::Error::PoolClosed),
             },
         };
-        if let Err(e) = guard.conn.execute("RELEASE SAVEPOINT caller").await {
-            guard.abandoned = true;
+        // Spawned for the same reason as `begin`: once started, the release and the
+        // hand-over to the committer happen even if the caller goes away.
+        let rx = run_to_end(async move {
+            if let Err(e) = guard.conn.execute("RELEASE SAVEPOINT caller").await {
+                guard.abandoned = true;
+                drop(guard);
+                work.notify_one();
+                return Err(e);
+            }
+            let (tx, rx) = oneshot::channel();
+            guard.members.push(tx);
             drop(guard);
             work.notify_one();
-            return Err(e);
-        }
-        let (tx, rx) = oneshot::channel();
-        guard.members.push(tx);
-        drop(guard);
-        work.notify_one();
+            Ok(rx)
+        })
+        .await?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             // Nothing of this write happened; the caller may try again.

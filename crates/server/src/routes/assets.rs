@@ -358,9 +358,7 @@ pub async fn register_parts(
         .register_parts(&asset.id, &parts, asset_filesize, rename.as_ref())
         .await?
         .map_err(|problem| ApiError::invalid_field("parts", problem))?;
-    if state.db.claim_if_ready(&asset.id).await? {
-        finalise::spawn(state.clone(), asset.id.clone());
-    } else {
+    if !finalise::claim_if_ready(&state, &asset.id).await? {
         // Parts PUT before they were registered are only recorded by a listing.
         state.db.check_soon(&asset.id, now_ms()).await?;
     }

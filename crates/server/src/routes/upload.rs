@@ -125,17 +125,11 @@ pub async fn put_part(
         }
         Err(PartError::Io(e)) => return Err(e.into()),
     };
-    let record = state
-        .db
-        .record_part(&asset_id, number, size, &stored_as)
-        .await;
+    let record = finalise::record_part(&state, &asset_id, number, size, &stored_as).await;
     match record {
-        Ok(PartRecord::Recorded { superseded, ready }) => {
+        Ok(PartRecord::Recorded { superseded, .. }) => {
             if let Some(old) = superseded {
                 local.discard_part(&asset_id, &old).await;
-            }
-            if ready {
-                finalise::spawn(state.clone(), asset_id);
             }
             Ok(ok())
         }
