@@ -15,6 +15,7 @@
 //! its part is acknowledged, and hard-linked into place (a link never replaces anything),
 //! with the directory fsynced after.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct LocalStore {
     media: PathBuf,
     uploads: PathBuf,
     signer: UrlSigner,
+    /// SHA-256 of each planned asset's file so far, fed while its parts arrive.
+    hashes: RunningHashes,
 }
 
 /// Why a part upload was not stored.
@@ -53,6 +56,8 @@ pub enum PartError {
 }
 
 const COPY_BUFFER: usize = 1024 * 1024;
+/// At most this many chunks per `pwritev` (the kernel takes up to 1024).
+const MAX_SLICES: usize = 512;
 
 /// `stored_as` of a part written in place in the asset's file.
 pub const IN_PLACE: &str = "in-place";
@@ -67,6 +72,7 @@ impl LocalStore {
             media,
             uploads,
             signer,
+            hashes: RunningHashes::default(),
         })
     }
 
@@ -143,25 +149,37 @@ impl LocalStore {
         if created {
             sync_dir(&self.media.join(".rushes-tmp")).await?;
         }
-        let mut buffer = Vec::with_capacity(COPY_BUFFER);
-        let mut received: u64 = 0;
+        // Network chunks are gathered, not copied, and written with one `pwritev` per MiB.
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut gathered: usize = 0;
         let mut written: u64 = 0;
+        let mut received: u64 = 0;
         while let Some(chunk) = next_chunk(&mut body, idle, &mut received, expected).await? {
-            buffer.extend_from_slice(&chunk);
-            if buffer.len() >= COPY_BUFFER {
-                buffer = write_at(&file, buffer, offset + written).await?;
-                written = received;
+            if chunk.is_empty() {
+                continue;
+            }
+            gathered += chunk.len();
+            chunks.push(chunk);
+            if gathered >= COPY_BUFFER || chunks.len() >= MAX_SLICES {
+                chunks = write_chunks_at(&file, chunks, offset + written).await?;
+                written += gathered as u64;
+                gathered = 0;
             }
         }
         if received != expected {
             return Err(PartError::WrongLength { expected, received });
         }
-        if !buffer.is_empty() {
-            write_at(&file, buffer, offset + written).await?;
+        if !chunks.is_empty() {
+            write_chunks_at(&file, chunks, offset + written).await?;
         }
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(|e| io::Error::other(e.to_string()))??;
+        let hashes = self.hashes.clone();
+        let (asset_id, path) = (asset_id.to_owned(), self.asset_file(asset_id));
+        tokio::task::spawn_blocking(move || hashes.add(&asset_id, &path, offset, expected))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(())
     }
 
@@ -280,9 +298,14 @@ impl MediaStore for LocalStore {
                     .map(|size| u64::from(p.number.saturating_sub(1)) * size),
             })
             .collect();
-        tokio::task::spawn_blocking(move || assemble_blocking(&sources, &temp, &final_path))
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))?
+        let hashes = self.hashes.clone();
+        let asset_id = target.asset_id.clone();
+        tokio::task::spawn_blocking(move || {
+            let running = hashes.take(&asset_id);
+            assemble_blocking(&sources, &temp, &final_path, running)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?
     }
 
     async fn discard_part(&self, asset_id: &str, stored_as: &str) {
@@ -292,6 +315,7 @@ impl MediaStore for LocalStore {
     }
 
     async fn discard_parts(&self, asset_id: &str) {
+        self.hashes.forget(asset_id);
         let _ = tokio::fs::remove_dir_all(self.uploads.join(asset_id)).await;
         let _ = tokio::fs::remove_file(self.asset_file(asset_id)).await;
     }
@@ -311,6 +335,7 @@ fn assemble_blocking(
     sources: &[Source],
     temp: &Path,
     final_path: &Path,
+    running: Option<(Sha256, u64)>,
 ) -> Result<Assembled, AssembleError> {
     let in_place = sources.iter().any(|s| s.offset.is_some());
     if !in_place {
@@ -320,7 +345,7 @@ fn assemble_blocking(
             _ => {}
         }
     }
-    {
+    let copied_any = {
         // A planned asset's file already holds what was written in place; anything else
         // is built from its parts.
         let mut out = std::fs::OpenOptions::new()
@@ -361,8 +386,15 @@ fn assemble_blocking(
         if copied_any {
             out.sync_all()?;
         }
-    }
-    let (sha256, size) = hash_file(temp)?;
+        copied_any
+    };
+    // What was hashed as the parts arrived is still what the file holds unless a part was
+    // copied in just now; then the file is hashed from the start.
+    let (hasher, hashed) = match running {
+        Some(running) if !copied_any => running,
+        _ => (Sha256::new(), 0),
+    };
+    let (sha256, size) = hash_file_from(temp, hasher, hashed)?;
     let expected: u64 = sources.iter().map(|s| s.size).sum();
     if size != expected {
         return Err(io::Error::other(format!(
@@ -393,10 +425,15 @@ fn assemble_blocking(
 }
 
 fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    hash_file_from(path, Sha256::new(), 0)
+}
+
+/// Finishes `hasher`, which has seen the file's first `start` bytes, over the rest of it.
+fn hash_file_from(path: &Path, mut hasher: Sha256, start: u64) -> io::Result<(String, u64)> {
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
+    file.seek(SeekFrom::Start(start))?;
     let mut buf = vec![0u8; COPY_BUFFER];
-    let mut size = 0u64;
+    let mut size = start;
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
@@ -436,18 +473,47 @@ where
     Ok(Some(chunk))
 }
 
-/// `pwrite`s `buffer` at `offset` on the blocking pool; returns the buffer, emptied, for
-/// reuse.
-async fn write_at(
+/// Writes `chunks` back to back from `offset` (`pwritev`, on the blocking pool); returns
+/// the vector, emptied, for reuse.
+async fn write_chunks_at(
     file: &Arc<std::fs::File>,
-    mut buffer: Vec<u8>,
+    mut chunks: Vec<Bytes>,
     offset: u64,
-) -> io::Result<Vec<u8>> {
+) -> io::Result<Vec<Bytes>> {
     let file = file.clone();
     tokio::task::spawn_blocking(move || {
-        file.write_all_at(&buffer, offset)?;
-        buffer.clear();
-        Ok(buffer)
+        let mut at = offset;
+        let mut first = 0;
+        while first < chunks.len() {
+            let slices: Vec<io::IoSlice<'_>> = chunks[first..]
+                .iter()
+                .map(|c| io::IoSlice::new(c))
+                .collect();
+            let mut n = rustix::io::pwritev(&*file, &slices, at)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            at += n as u64;
+            // Skip what went out; a chunk written in part keeps its rest.
+            while n > 0 || chunks.get(first).is_some_and(Bytes::is_empty) {
+                let len = chunks[first].len();
+                if n >= len {
+                    n -= len;
+                    first += 1;
+                } else {
+                    chunks[first] = chunks[first].slice(n..);
+                    n = 0;
+                }
+            }
+        }
+        // Start writing these pages to disk now rather than at the part's `fdatasync`,
+        // so the disk stays busy while the network delivers the rest. (On Linux,
+        // DONTNEED starts writeback of dirty pages and drops only clean ones.)
+        if let Some(len) = std::num::NonZeroU64::new(at - offset) {
+            let _ = rustix::fs::fadvise(&*file, offset, Some(len), rustix::fs::Advice::DontNeed);
+        }
+        chunks.clear();
+        Ok(chunks)
     })
     .await
     .map_err(|e| io::Error::other(e.to_string()))?
@@ -458,4 +524,204 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
     tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
         .await
         .map_err(|e| io::Error::other(e.to_string()))?
+}
+
+/// SHA-256 of planned assets' files, computed while their parts arrive rather than in one
+/// pass after the last: each part, once durable, is hashed if it continues what was hashed
+/// (read back from the page cache, where it just went), or left for the part before it to
+/// pick up. Assembly then hashes only what is left, usually nothing. Kept in memory: after
+/// a restart, or for parts another server received, assembly hashes the file itself.
+#[derive(Clone, Default)]
+struct RunningHashes(Arc<std::sync::Mutex<HashMap<String, Arc<RunningHash>>>>);
+
+#[derive(Default)]
+struct RunningHash {
+    state: std::sync::Mutex<HashState>,
+    /// Signalled when a thread stops hashing (assembly waits for it).
+    idle: std::sync::Condvar,
+}
+
+struct HashState {
+    /// `None` while a thread is hashing (it holds the hasher), or once given up.
+    hasher: Option<Sha256>,
+    /// The file's first `hashed` bytes are in the hasher.
+    hashed: u64,
+    /// Durable parts not yet hashed: offset → length.
+    waiting: std::collections::BTreeMap<u64, u64>,
+    /// Part of the file was written twice: the hash cannot be trusted.
+    broken: bool,
+}
+
+impl Default for HashState {
+    fn default() -> HashState {
+        HashState {
+            hasher: Some(Sha256::new()),
+            hashed: 0,
+            waiting: Default::default(),
+            broken: false,
+        }
+    }
+}
+
+impl RunningHashes {
+    fn entry(&self, asset_id: &str) -> Arc<RunningHash> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(asset_id.to_owned()).or_default().clone()
+    }
+
+    /// Part `[offset, offset + len)` of the asset's file (`path`) is durable: hash it and
+    /// any parts waiting behind it, unless another thread is already at it.
+    fn add(&self, asset_id: &str, path: &Path, offset: u64, len: u64) {
+        let entry = self.entry(asset_id);
+        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        let rewritten = offset < state.hashed
+            || state
+                .waiting
+                .range(..offset + len)
+                .next_back()
+                .is_some_and(|(&o, &l)| o + l > offset);
+        if rewritten {
+            // A part written again in place (its first copy was never recorded).
+            state.broken = true;
+        }
+        state.waiting.insert(offset, len);
+        let mut file: Option<std::fs::File> = None;
+        while !state.broken {
+            let start = state.hashed;
+            let Some(len) = state.waiting.get(&start).copied() else {
+                break;
+            };
+            let Some(mut hasher) = state.hasher.take() else {
+                break;
+            };
+            state.waiting.remove(&start);
+            drop(state);
+            let read = (|| {
+                let file = match &mut file {
+                    Some(f) => f,
+                    None => file.insert(std::fs::File::open(path)?),
+                };
+                hash_range(file, &mut hasher, start, len)
+            })();
+            state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+            match read {
+                Ok(()) => {
+                    state.hashed = start + len;
+                    state.hasher = Some(hasher);
+                }
+                Err(e) => {
+                    tracing::debug!(asset = asset_id, error = %e, "hashing a part as it arrived failed; assembly will hash the file");
+                    state.broken = true;
+                }
+            }
+            entry.idle.notify_all();
+        }
+    }
+
+    /// The hash so far and how many bytes it covers, once no thread is adding to it.
+    fn take(&self, asset_id: &str) -> Option<(Sha256, u64)> {
+        let entry = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(asset_id)?;
+        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.hasher.is_none() && !state.broken {
+            state = entry.idle.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.broken {
+            return None;
+        }
+        let hashed = state.hashed;
+        state.hasher.take().map(|h| (h, hashed))
+    }
+
+    fn forget(&self, asset_id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(asset_id);
+    }
+}
+
+/// Feeds bytes `[start, start + len)` of `file` to `hasher`.
+fn hash_range(file: &std::fs::File, hasher: &mut Sha256, start: u64, len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; COPY_BUFFER.min(len as usize)];
+    let mut at = start;
+    let end = start + len;
+    while at < end {
+        let want = buf.len().min((end - at) as usize);
+        file.read_exact_at(&mut buf[..want], at)?;
+        hasher.update(&buf[..want]);
+        at += want as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("asset");
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    }
+
+    fn finish(running: Option<(Sha256, u64)>, path: &Path) -> (String, u64) {
+        let (hasher, hashed) = running.unwrap_or((Sha256::new(), 0));
+        hash_file_from(path, hasher, hashed).unwrap()
+    }
+
+    #[test]
+    fn parts_hashed_out_of_order_give_the_files_hash() {
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (_dir, path) = file_with(&bytes);
+        let hashes = RunningHashes::default();
+        // Parts of 3000 bytes arriving 2, 4, 1, 3.
+        for (offset, len) in [(3000, 3000), (9000, 1000), (0, 3000), (6000, 3000)] {
+            hashes.add("a", &path, offset, len);
+        }
+        let running = hashes.take("a");
+        assert_eq!(running.as_ref().map(|r| r.1), Some(10_000));
+        assert_eq!(finish(running, &path), hash_file(&path).unwrap());
+    }
+
+    #[test]
+    fn a_missing_part_leaves_the_rest_to_assembly() {
+        let bytes = vec![5u8; 9000];
+        let (_dir, path) = file_with(&bytes);
+        let hashes = RunningHashes::default();
+        hashes.add("a", &path, 0, 3000);
+        hashes.add("a", &path, 6000, 3000);
+        let running = hashes.take("a");
+        assert_eq!(running.as_ref().map(|r| r.1), Some(3000));
+        assert_eq!(finish(running, &path), hash_file(&path).unwrap());
+    }
+
+    #[test]
+    fn a_part_written_twice_is_not_trusted() {
+        let (_dir, path) = file_with(&[1u8; 6000]);
+        let hashes = RunningHashes::default();
+        hashes.add("a", &path, 0, 3000);
+        hashes.add("a", &path, 0, 3000);
+        hashes.add("a", &path, 3000, 3000);
+        assert!(hashes.take("a").is_none());
+    }
+
+    #[tokio::test]
+    async fn gathered_chunks_land_back_to_back_empty_ones_included() {
+        let (_dir, path) = file_with(b"");
+        let file = Arc::new(std::fs::OpenOptions::new().write(true).open(&path).unwrap());
+        let chunks = vec![
+            Bytes::from_static(b"abc"),
+            Bytes::new(),
+            Bytes::from_static(b"defg"),
+            Bytes::new(),
+        ];
+        let left = write_chunks_at(&file, chunks, 2).await.unwrap();
+        assert!(left.is_empty());
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0\0abcdefg");
+    }
 }
