@@ -23,7 +23,7 @@ use super::{DbResult, run_to_end};
 /// The one connection that writes, and the batch it has open.
 pub(crate) struct Writer {
     state: Arc<Mutex<WriterState>>,
-    /// Wakes the committer: a caller has released its savepoint (or abandoned it).
+    /// Wakes the committer: a caller has finished its savepoint (or abandoned it).
     work: Arc<Notify>,
 }
 
@@ -35,6 +35,10 @@ struct WriterState {
     members: Vec<oneshot::Sender<Result<(), String>>>,
     /// A caller was dropped inside its savepoint: undo it before anything else runs.
     abandoned: bool,
+    /// The last caller finished; its savepoint is released together with the next
+    /// statement the connection runs (one round trip to SQLite's thread fewer per caller,
+    /// while everyone else waits for the connection).
+    release_pending: bool,
 }
 
 impl Writer {
@@ -45,6 +49,7 @@ impl Writer {
             open: false,
             members: Vec::new(),
             abandoned: false,
+            release_pending: false,
         }));
         let work = Arc::new(Notify::new());
         tokio::spawn(commit_loop(Arc::downgrade(&state), work.clone()));
@@ -61,14 +66,19 @@ impl Writer {
         run_to_end(async move {
             let mut guard = state.lock_owned().await;
             guard.undo_abandoned().await;
-            if !guard.open {
-                guard.conn.execute("BEGIN IMMEDIATE").await?;
-                guard.open = true;
-            }
-            if let Err(e) = guard.conn.execute("SAVEPOINT caller").await {
+            let start = match (guard.open, guard.release_pending) {
+                (false, _) => "BEGIN IMMEDIATE; SAVEPOINT caller",
+                (true, true) => "RELEASE SAVEPOINT caller; SAVEPOINT caller",
+                (true, false) => "SAVEPOINT caller",
+            };
+            if let Err(e) = guard.conn.execute(start).await {
+                // Whatever state that left the connection in, the next caller starts from
+                // no transaction rather than failing behind this one for ever.
                 guard.fail_batch(&e).await;
                 return Err(e);
             }
+            guard.open = true;
+            guard.release_pending = false;
             Ok(WriteTx(Inner::Batched {
                 guard: Some(guard),
                 work,
@@ -79,7 +89,8 @@ impl Writer {
 }
 
 impl WriterState {
-    /// Rolls back the savepoint of a caller that was dropped mid-transaction.
+    /// Rolls back the savepoint of a caller that was dropped mid-transaction (the innermost:
+    /// the caller before it had its own released when this one began).
     async fn undo_abandoned(&mut self) {
         if !self.abandoned {
             return;
@@ -99,6 +110,7 @@ impl WriterState {
     async fn fail_batch(&mut self, error: &sqlx::Error) {
         let _ = self.conn.execute("ROLLBACK").await;
         self.open = false;
+        self.release_pending = false;
         for member in self.members.drain(..) {
             let _ = member.send(Err(error.to_string()));
         }
@@ -110,9 +122,11 @@ impl WriterState {
         if !self.open {
             return;
         }
+        // COMMIT also releases a savepoint still open.
         match self.conn.execute("COMMIT").await {
             Ok(_) => {
                 self.open = false;
+                self.release_pending = false;
                 for member in self.members.drain(..) {
                     let _ = member.send(Ok(()));
                 }
@@ -165,22 +179,12 @@ impl WriteTx {
                 None => return Err(sqlx::Error::PoolClosed),
             },
         };
-        // Spawned for the same reason as `begin`: once started, the release and the
-        // hand-over to the committer happen even if the caller goes away.
-        let rx = run_to_end(async move {
-            if let Err(e) = guard.conn.execute("RELEASE SAVEPOINT caller").await {
-                guard.abandoned = true;
-                drop(guard);
-                work.notify_one();
-                return Err(e);
-            }
-            let (tx, rx) = oneshot::channel();
-            guard.members.push(tx);
-            drop(guard);
-            work.notify_one();
-            Ok(rx)
-        })
-        .await?;
+        // No await until the hand-over is done: a caller going away cannot cut it short.
+        guard.release_pending = true;
+        let (tx, rx) = oneshot::channel();
+        guard.members.push(tx);
+        drop(guard);
+        work.notify_one();
         match rx.await {
             Ok(Ok(())) => Ok(()),
             // Nothing of this write happened; the caller may try again.
@@ -224,5 +228,71 @@ impl DerefMut for WriteTx {
             Inner::Pooled(tx) => tx.as_deref_mut().expect(OPEN),
             Inner::Batched { guard, .. } => &mut guard.as_mut().expect(OPEN).conn,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::db::Db;
+
+    async fn insert(tx: &mut super::WriteTx, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, 'v')")
+            .bind(key)
+            .execute(&mut **tx)
+            .await
+            .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn callers_commit_alone_or_together_and_a_dropped_or_failed_one_undoes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+
+        let mut a = db.begin_write().await.unwrap();
+        insert(&mut a, "a").await.unwrap();
+        a.commit().await.unwrap();
+        let mut dropped = db.begin_write().await.unwrap();
+        insert(&mut dropped, "dropped").await.unwrap();
+        drop(dropped);
+        let mut failed = db.begin_write().await.unwrap();
+        insert(&mut failed, "failed").await.unwrap();
+        assert!(insert(&mut failed, "a").await.is_err(), "key a exists");
+        drop(failed);
+        // A caller given up on while it waits for the connection leaves nothing behind.
+        let _ = tokio::time::timeout(Duration::ZERO, db.begin_write()).await;
+        let mut c = db.begin_write().await.unwrap();
+        insert(&mut c, "c").await.unwrap();
+        c.commit().await.unwrap();
+        // Many at once share commits; each returns once its own write is committed.
+        let writes = (0..50).map(|i| {
+            let db = db.clone();
+            async move {
+                db.write(
+                    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, 'v')")
+                        .bind(format!("k{i:02}")),
+                )
+                .await
+            }
+        });
+        for result in futures_util::future::join_all(writes).await {
+            result.unwrap();
+        }
+
+        // Seen from another connection: committed, not merely written.
+        let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM settings ORDER BY key")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        let mut expected: Vec<String> = vec!["a".into(), "c".into()];
+        expected.extend((0..50).map(|i| format!("k{i:02}")));
+        let ours: Vec<String> = keys
+            .into_iter()
+            .filter(|k| {
+                k == "a" || k == "c" || k.starts_with('k') || k == "dropped" || k == "failed"
+            })
+            .collect();
+        assert_eq!(ours, expected);
     }
 }
