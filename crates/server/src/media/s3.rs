@@ -20,6 +20,7 @@ use std::io;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use instant_xml::FromXml;
 use reqwest::{Method, StatusCode, Url};
@@ -90,6 +91,10 @@ const OWN_REQUEST_LIFETIME: Duration = Duration::from_secs(300);
 const MAX_PRESIGN_SECS: u64 = 7 * 24 * 3600;
 /// S3 lists at most 1,000 parts per page; 10,000 parts take ten pages.
 const MAX_LIST_PAGES: usize = 10;
+/// The read-back's range size and how many ranges are fetched ahead: at most 32 MiB held
+/// per asset being finalised.
+const READ_RANGE: u64 = 8 * 1024 * 1024;
+const READ_AHEAD: usize = 4;
 const S3_XML_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
 impl S3Store {
@@ -256,24 +261,82 @@ impl S3Store {
         Err(parse_error(status, &text))
     }
 
-    /// Reads the object once, hashing it.
+    /// Reads the object once, hashing it: in ranges of [`READ_RANGE`], [`READ_AHEAD`] of
+    /// them fetched at once and hashed in order. One GET stream is bound by the store's
+    /// per-request pace (S3 serves about 100 MB/s per connection; s3s-fs measured 127 MiB/s
+    /// for one stream and 230 MiB/s for four), and this read-back is on the way from the
+    /// last part to "complete". A store that ignores `Range` answers the whole object,
+    /// which is hashed as it streams.
     async fn hash_object(&self, key: &str) -> Result<Assembled, S3Error> {
-        let res = self.get(key, false, None, None).await?;
-        if !res.status().is_success() {
-            return Err(refused(res).await);
-        }
+        let first = self
+            .get(key, false, Some(&range_header(0, READ_RANGE)), None)
+            .await?;
+        let status = first.status();
         let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut body = res.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| S3Error::Unreachable(e.to_string()))?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
+        if status == StatusCode::RANGE_NOT_SATISFIABLE {
+            // Only an empty object has no byte 0.
+            return Ok(Assembled {
+                sha256: hex(&hasher.finalize()),
+                size: 0,
+            });
+        }
+        if !status.is_success() {
+            return Err(refused(first).await);
+        }
+        if status != StatusCode::PARTIAL_CONTENT {
+            let size = hash_body(first, &mut hasher).await?;
+            return Ok(Assembled {
+                sha256: hex(&hasher.finalize()),
+                size,
+            });
+        }
+        let total = object_size(first.headers())?;
+        let mut size = hash_body(first, &mut hasher).await?;
+        if size != total.min(READ_RANGE) {
+            return Err(S3Error::Garbled(format!(
+                "asked for bytes 0-{} of {total}, got {size}",
+                total.min(READ_RANGE) - 1
+            )));
+        }
+        let rest = (1..total.div_ceil(READ_RANGE)).map(|i| i * READ_RANGE);
+        let mut ranges = futures_util::stream::iter(rest)
+            .map(|start| self.fetch_range(key, start, (start + READ_RANGE).min(total)))
+            .buffered(READ_AHEAD);
+        while let Some(bytes) = ranges.next().await {
+            let bytes = bytes?;
+            hasher.update(&bytes);
+            size += bytes.len() as u64;
         }
         Ok(Assembled {
             sha256: hex(&hasher.finalize()),
             size,
         })
+    }
+
+    /// Bytes `start..end` of an object, all of them or an error.
+    async fn fetch_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, S3Error> {
+        let res = self
+            .get(key, false, Some(&range_header(start, end - start)), None)
+            .await?;
+        if res.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(if res.status().is_success() {
+                S3Error::Garbled(format!("asked for bytes {start}-{}, got them all", end - 1))
+            } else {
+                refused(res).await
+            });
+        }
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| S3Error::Unreachable(e.to_string()))?;
+        if bytes.len() as u64 != end - start {
+            return Err(S3Error::Garbled(format!(
+                "asked for bytes {start}-{}, got {} bytes",
+                end - 1,
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, S3Error> {
@@ -417,6 +480,35 @@ fn complete_body(parts: &[StoredPart]) -> String {
     xml
 }
 
+/// `Range` asking for `len` bytes from `start`.
+fn range_header(start: u64, len: u64) -> String {
+    format!("bytes={start}-{}", start + len - 1)
+}
+
+/// The whole object's size, from a ranged answer's `Content-Range: bytes 0-9/1234`.
+fn object_size(headers: &reqwest::header::HeaderMap) -> Result<u64, S3Error> {
+    let value = headers
+        .get(reqwest::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    value
+        .rsplit_once('/')
+        .and_then(|(_, total)| total.parse().ok())
+        .ok_or_else(|| S3Error::Garbled(format!("a ranged answer with Content-Range {value:?}")))
+}
+
+/// Feeds a whole answer body to `hasher`; its length.
+async fn hash_body(res: reqwest::Response, hasher: &mut Sha256) -> Result<u64, S3Error> {
+    let mut size = 0u64;
+    let mut body = res.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| S3Error::Unreachable(e.to_string()))?;
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+    }
+    Ok(size)
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -493,6 +585,24 @@ mod tests {
         assert_eq!(page.parts[0].etag, None);
         assert_eq!(page.parts[1].etag.as_deref(), Some("\"abc\""));
         assert_eq!(page.is_truncated, None);
+    }
+
+    #[test]
+    fn read_back_ranges_and_the_object_size_they_report() {
+        assert_eq!(range_header(0, READ_RANGE), "bytes=0-8388607");
+        assert_eq!(range_header(16, 4), "bytes=16-19");
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (value, size) in [
+            ("bytes 0-8388607/2147483648", Some(2_147_483_648)),
+            ("bytes 0-6/7", Some(7)),
+            ("bytes 0-6/*", None),
+            ("garbage", None),
+        ] {
+            headers.insert(reqwest::header::CONTENT_RANGE, value.parse().unwrap());
+            assert_eq!(object_size(&headers).ok(), size, "{value}");
+        }
+        headers.clear();
+        assert!(matches!(object_size(&headers), Err(S3Error::Garbled(_))));
     }
 
     #[test]

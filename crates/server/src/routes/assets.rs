@@ -244,6 +244,10 @@ fn planned_answer(state: &AppState, base_url: &str, asset: Asset) -> ApiResult<R
 /// the asset take the next free name; a store that cannot be reached undoes the asset and
 /// answers 503, so the device retries.
 async fn begin_upload(state: &AppState, mut asset: Asset) -> ApiResult<Asset> {
+    if state.s3.is_none() {
+        // The local store has no upload to start and no object keys to collide.
+        return Ok(asset);
+    }
     let project = state
         .db
         .project(&asset.project_id)
