@@ -88,6 +88,15 @@ pub struct ServeArgs {
     /// Seconds a part upload may send nothing before it is dropped.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     idle_timeout: u64,
+    /// Requests a second each paired device may make on the device API; more are answered
+    /// 429 with `Retry-After` (0: no limit).
+    #[arg(
+        long,
+        env = "RUSHES_RATE_LIMIT",
+        default_value_t = 50,
+        value_name = "PER_SECOND"
+    )]
+    rate_limit: u32,
     /// Log format on stderr.
     #[arg(long, env = "RUSHES_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -125,6 +134,7 @@ pub async fn run(target: crate::admin::Target, args: ServeArgs) -> anyhow::Resul
     config.part_size = args.part_size;
     config.max_parts = args.max_parts;
     config.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
+    config.requests_per_second = args.rate_limit;
     if let (Some(endpoint), Some(bucket)) = (args.s3_endpoint, args.s3_bucket) {
         let credential = |name: &str| {
             std::env::var(name)

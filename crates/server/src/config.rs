@@ -42,6 +42,8 @@ pub struct Config {
     pub s3_abandon_after: Duration,
     /// Longest pause between two listings of a pending S3 upload's parts.
     pub s3_max_check_pause: Duration,
+    /// Requests a second one device grant may make on the device API (0: no limit).
+    pub requests_per_second: u32,
 }
 
 impl Config {
@@ -67,6 +69,7 @@ impl Config {
             s3: None,
             s3_abandon_after: Duration::from_secs(7 * 24 * 3600),
             s3_max_check_pause: Duration::from_secs(30),
+            requests_per_second: 50,
         }
     }
 

@@ -15,6 +15,8 @@ pub enum ApiError {
         title: &'static str,
         detail: String,
     },
+    /// The device is over its request limit (429, `Retry-After`).
+    TooManyRequests { retry_after_secs: u64 },
     /// A fault of ours (or of the database): logged, answered 500 or 503 without detail.
     Internal(anyhow::Error),
 }
@@ -119,6 +121,23 @@ impl IntoResponse for ApiError {
                     res.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 }
+                res
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                let status = StatusCode::TOO_MANY_REQUESTS;
+                let mut res = (
+                    status,
+                    Json(ErrorBody::new(
+                        status.as_u16(),
+                        "Too Many Requests",
+                        format!(
+                            "This device is over its request limit; try again in {retry_after_secs} s."
+                        ),
+                    )),
+                )
+                    .into_response();
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 res
             }
             ApiError::Internal(e) => {

@@ -47,6 +47,13 @@ impl FromRequestParts<AppState> for Device {
         if let Some(slot) = parts.extensions.get::<LogDevice>() {
             let _ = slot.0.set(device.device_id.clone());
         }
+        if let Some(limiter) = &state.token_limiter
+            && let Err(wait) = limiter.check(&device.grant_id)
+        {
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: crate::throttle::retry_after_secs(wait),
+            });
+        }
         let version = client_version(&parts.headers);
         state
             .db

@@ -20,6 +20,7 @@ pub mod secrets;
 mod signing;
 pub mod startup;
 mod state;
+mod throttle;
 pub mod tls;
 mod web;
 

@@ -16,6 +16,7 @@ use crate::media::local::LocalStore;
 use crate::media::s3::S3Store;
 use crate::signing::UrlSigner;
 use crate::state::AppState;
+use crate::throttle::TokenLimiter;
 use crate::web::RateLimiter;
 use crate::{finalise, part_watch, routes, secrets, tls};
 
@@ -117,6 +118,7 @@ impl Application {
             ca_fingerprint: tls.ca.as_ref().map(|ca| ca.fingerprint.clone()),
             admin_password,
         };
+        let token_limiter = TokenLimiter::new(config.requests_per_second).map(Arc::new);
         let state = AppState {
             db,
             config: Arc::new(config),
@@ -129,6 +131,7 @@ impl Application {
             // Per process: enough to make guessing slow (see docs).
             login_limiter: Arc::new(RateLimiter::new(10, Duration::from_secs(60))),
             code_limiter: Arc::new(RateLimiter::new(10, Duration::from_secs(60))),
+            token_limiter,
         };
         Ok(Application {
             listener,

@@ -26,6 +26,8 @@ pub struct AppState {
     pub web_key: Arc<[u8]>,
     pub login_limiter: Arc<RateLimiter>,
     pub code_limiter: Arc<RateLimiter>,
+    /// The device API's per-grant request limit; `None` when turned off.
+    pub token_limiter: Option<Arc<crate::throttle::TokenLimiter>>,
 }
 
 impl AppState {

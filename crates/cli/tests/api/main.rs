@@ -16,6 +16,7 @@ mod concurrency;
 mod devices_and_assets;
 mod durability;
 mod fault_proxy;
+mod limits;
 mod operations;
 mod s3;
 mod scale_out;
