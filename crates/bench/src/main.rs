@@ -12,9 +12,6 @@
 //! 5. a peer: the same big file through `aws s3 cp` into s3s-fs, against the Rushes client
 //!    uploading it through a Rushes server whose media store is that s3s-fs.
 
-mod control;
-mod procs;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,7 +21,8 @@ use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
 
-use crate::procs::{S3, S3_KEY, S3_SECRET, Server, timed};
+use rushes_bench::control;
+use rushes_bench::procs::{S3, S3_KEY, S3_SECRET, Server, timed};
 
 #[derive(Parser)]
 #[command(about = "Rushes benchmarks, as ratios to baselines measured in the same run")]

@@ -28,46 +28,51 @@ pub struct Server {
     pub data: PathBuf,
     child: Child,
     binary: PathBuf,
+    /// What it was started with, to start it again the same way.
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
+    /// Starts a server on a free port with its data in `data` (benchmarks measure capacity,
+    /// so the per-device request limit is off).
     pub fn start(data: &Path, extra: &[String], env: &[(&str, &str)]) -> anyhow::Result<Server> {
-        let binary = rushes_binary()?;
+        let mut extra = extra.to_vec();
+        if !extra.iter().any(|a| a == "--rate-limit") {
+            extra.extend(["--rate-limit".to_owned(), "0".to_owned()]);
+        }
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         std::fs::create_dir_all(data)?;
-        let log = std::fs::File::create(data.with_extension("log"))?;
-        let mut child = Command::new(&binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--poll-interval", "1"])
-            .arg("--data")
-            .arg(data)
-            .args(extra)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("starting rushes serve")?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                        break format!("https://{addr}");
-                    }
-                }
-                _ => bail!(
-                    "rushes serve exited: {}",
-                    std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
-                ),
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        std::fs::File::create(data.with_extension("log"))?;
+        let binary = rushes_binary()?;
+        let (child, url) = spawn_server(&binary, data, "127.0.0.1:0", &extra, &env)?;
         Ok(Server {
             url,
             data: data.to_owned(),
             child,
             binary,
+            extra,
+            env,
         })
+    }
+
+    /// `SIGKILL`s the server (no shutdown of any kind, as a power cut would) and starts it
+    /// again on the same address and data.
+    pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let listen = self.url.trim_start_matches("https://").to_owned();
+        let (child, _) = spawn_server(&self.binary, &self.data, &listen, &self.extra, &self.env)?;
+        self.child = child;
+        Ok(())
+    }
+
+    /// The server's log so far (every start appends to it).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -172,6 +177,51 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `rushes serve` and waits for its "listening on" line; the child and its URL.
+fn spawn_server(
+    binary: &Path,
+    data: &Path,
+    listen: &str,
+    extra: &[String],
+    env: &[(String, String)],
+) -> anyhow::Result<(Child, String)> {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(data.with_extension("log"))?;
+    let mut child = Command::new(binary)
+        .args(["serve", "--listen", listen, "--poll-interval", "1"])
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("starting rushes serve")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                    break format!("https://{addr}");
+                }
+            }
+            _ => bail!(
+                "rushes serve exited: {}",
+                std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
+            ),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, url))
 }
 
 /// Resident memory of a process, from `/proc/<pid>/status`, in bytes.
