@@ -70,6 +70,15 @@ impl ApiError {
         )
     }
 
+    /// 507: the disk holding media or metadata has no room left.
+    pub fn disk_full(detail: impl Into<String>) -> ApiError {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "Insufficient Storage",
+            detail,
+        )
+    }
+
     pub fn channel_paused() -> ApiError {
         Self::new(
             StatusCode::CONFLICT,
@@ -140,6 +149,16 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 res
             }
+            ApiError::Internal(e) if is_disk_full(&e) => {
+                tracing::error!(error = format!("{e:#}"), "the disk is full");
+                let mut res = ApiError::disk_full(
+                    "The server's disk is full; nothing was stored. Try again once space is freed.",
+                )
+                .into_response();
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+                res
+            }
             ApiError::Internal(e) => {
                 let busy = e.downcast_ref::<sqlx::Error>().is_some_and(|e| {
                     matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
@@ -167,6 +186,29 @@ impl IntoResponse for ApiError {
             }
         }
     }
+}
+
+/// Whether a failure was the disk filling up: SQLite's `SQLITE_FULL` (also when it failed a
+/// group commit, which reaches callers as the commit's message), PostgreSQL's `disk_full`
+/// (53100), or a write the file system refused for want of space.
+fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::StorageFull
+                || io.to_string().contains("database or disk is full");
+        }
+        match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(d)) => {
+                d.code().is_some_and(|c| c == "13" || c == "53100")
+                    || d.message().contains("database or disk is full")
+            }
+            Some(sqlx::Error::Io(io)) => {
+                io.kind() == std::io::ErrorKind::StorageFull
+                    || io.to_string().contains("database or disk is full")
+            }
+            _ => false,
+        }
+    })
 }
 
 /// 404 for any unknown route, in the detailed shape; logged so operators can report calls a

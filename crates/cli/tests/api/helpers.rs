@@ -49,6 +49,24 @@ pub async fn spawn_app_on_s3(args: &[&str]) -> TestServer {
     spawn(args, true).await
 }
 
+/// Starts a server on the local store whose data directory is `data` (a small file system
+/// of the test's own, say); the caller keeps `data` alive.
+pub async fn spawn_app_in(data: &Path, args: &[&str]) -> TestServer {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let database_url = fresh_database();
+    let (child, url) = start(data, &args, "127.0.0.1:0", database_url.as_deref(), None);
+    TestServer {
+        url,
+        client: client_for(data),
+        data: data.to_owned(),
+        database_url,
+        s3: None,
+        args,
+        child: Some(child),
+        _dir: None,
+    }
+}
+
 /// Whether this run of the suite keeps media in S3 (`RUSHES_TEST_MEDIA=s3`).
 pub fn suite_uses_s3() -> bool {
     std::env::var("RUSHES_TEST_MEDIA").is_ok_and(|m| m == "s3")

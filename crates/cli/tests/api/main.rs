@@ -15,6 +15,7 @@ mod client_resilience;
 mod client_watch;
 mod concurrency;
 mod devices_and_assets;
+mod disk_full;
 mod durability;
 mod fault_proxy;
 mod limits;

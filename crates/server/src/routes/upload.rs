@@ -117,9 +117,7 @@ pub async fn put_part(
         }
         Err(PartError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
             tracing::error!(error = %e, "media store is full");
-            return Err(ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "Insufficient Storage",
+            return Err(ApiError::disk_full(
                 "The server's media store is full; the part was not stored.",
             ));
         }
