@@ -237,6 +237,9 @@ fn classify(e: reqwest::Error) -> Error {
         chain.push_str(&s.to_string());
         source = s.source();
     }
+    if chain.contains("not valid yet") || chain.contains("certificate expired") {
+        return Error::WrongClock(chain);
+    }
     if chain.contains("certificate") || chain.contains("UnknownIssuer") {
         return Error::Untrusted(chain);
     }

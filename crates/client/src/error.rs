@@ -20,6 +20,13 @@ pub enum Error {
          (from its data directory, or https://SERVER/ca.crt)"
     )]
     Untrusted(String),
+    /// The certificate is fine but this computer's clock puts "now" outside its validity:
+    /// a camera or laptop whose date was lost (a flat clock battery) looks like this.
+    #[error(
+        "the server's certificate is not valid at this computer's time ({0}); check that \
+         this computer's date and clock are right"
+    )]
+    WrongClock(String),
     #[error("cannot reach the server: {0}")]
     Network(String),
     #[error("the server answered {status}: {detail}")]
@@ -54,7 +61,11 @@ impl Error {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Error::PairAgain(_) | Error::NotPaired | Error::Untrusted(_) | Error::Journal(_)
+            Error::PairAgain(_)
+                | Error::NotPaired
+                | Error::Untrusted(_)
+                | Error::WrongClock(_)
+                | Error::Journal(_)
         )
     }
 

@@ -36,11 +36,7 @@ async fn a_paired_computer_uploads_files_with_their_sha256_intact() {
         "{entry}"
     );
     // The server finalises asynchronously; wait through the admin listing.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while app.asset_entry(&asset_id)["state"] != "complete" {
-        assert!(std::time::Instant::now() < deadline, "never completed");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    app.wait_listed_complete(&asset_id).await;
     assert_eq!(app.asset_entry(&asset_id)["sha256"], sha256_hex(&data));
 
     // Uploading the same file again sends nothing.

@@ -812,6 +812,19 @@ impl TestServer {
             .to_owned()
     }
 
+    /// Waits (30 s at most, polling the admin listing) until the asset is complete.
+    pub async fn wait_listed_complete(&self, asset_id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.asset_entry(asset_id)["state"] != "complete" {
+            assert!(
+                Instant::now() < deadline,
+                "asset {asset_id} never completed; log: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The `rushes asset list --json` entry of an asset.
     pub fn asset_entry(&self, asset_id: &str) -> Value {
         let list = self.cli_json(&["asset", "list"]);

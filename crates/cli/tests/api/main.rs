@@ -13,6 +13,7 @@ mod client_basics;
 mod client_faults;
 mod client_resilience;
 mod client_watch;
+mod clock_skew;
 mod concurrency;
 mod devices_and_assets;
 mod disk_full;
