@@ -142,6 +142,13 @@ impl Application {
         })
     }
 
+    /// The routes as a tower service, for callers in the same process that bring their own
+    /// requests (the fuzz targets in `fuzz/`); requests need a `ConnectInfo<SocketAddr>`
+    /// extension, which the real server adds. No background task runs.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.state.clone())
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

@@ -45,7 +45,8 @@ impl TokenLimiter {
 
 /// `Retry-After` is whole seconds: the wait rounded up, at least 1.
 pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+    let rounded_up = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    rounded_up.max(1)
 }
 
 #[cfg(test)]

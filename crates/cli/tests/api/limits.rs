@@ -120,25 +120,11 @@ async fn the_client_waits_out_429s_and_uploads_every_file() {
             .any(|e| e["event"] == "retrying" && e["error"].to_string().contains("429")),
         "the limit was never hit: {events:?}"
     );
-    let mut stored: Vec<String> = app
-        .cli_json(&["asset", "list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["sha256"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    // The server finalises asynchronously; completed events come after the last part.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stored.iter().any(String::is_empty) {
-        assert!(Instant::now() < deadline, "never completed: {stored:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        stored = app
-            .cli_json(&["asset", "list"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["sha256"].as_str().unwrap_or_default().to_owned())
-            .collect();
+    let mut stored = Vec::new();
+    for event in events.iter().filter(|e| e["event"] == "completed") {
+        let id = event["asset_id"].as_str().unwrap();
+        app.wait_listed_complete(id).await;
+        stored.push(app.asset_entry(id)["sha256"].as_str().unwrap().to_owned());
     }
     stored.sort();
     sums.sort();
