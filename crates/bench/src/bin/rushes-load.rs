@@ -10,8 +10,8 @@
 //! source's, and the database must pass its integrity check. Prints a table, writes JSON,
 //! and exits non-zero when anything was lost or corrupted.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,11 @@ struct Args {
     /// Longest pause of a device between two files, in seconds.
     #[arg(long, default_value_t = 4.0)]
     think: f64,
+    /// Check finished files every 15 s during the run and delete each one once it checks
+    /// out, so a long soak needs no more disk than the files in flight (30 min at the rate
+    /// here would otherwise be about 100 GB).
+    #[arg(long)]
+    prune: bool,
     /// Seed of the file sizes, pauses and kill moments (printed; random by default).
     #[arg(long)]
     seed: Option<u64>,
@@ -55,6 +60,7 @@ const MIB: u64 = 1024 * 1024;
 const PART_SIZE: &str = "5242880";
 
 /// A file a device finished sending: every part acknowledged.
+#[derive(Clone)]
 struct Sent {
     asset_id: String,
     sha256: String,
@@ -144,23 +150,42 @@ fn main() -> anyhow::Result<()> {
         })
     };
 
-    let sent: Vec<Sent> = runtime.block_on(async {
+    let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let data = lock(&server).data.clone();
+    let checker = Arc::new(Mutex::new(Checker::new(&data, args.prune)?));
+    let sending_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pruner = args.prune.then(|| {
+        let (checker, sent, done) = (checker.clone(), sent.clone(), sending_done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(15));
+                let files: Vec<Sent> = lock(&sent).clone();
+                if let Err(e) = lock(&checker).check(&files) {
+                    eprintln!("checking finished files failed (tried again later): {e:#}");
+                }
+            }
+        })
+    });
+    runtime.block_on(async {
         let tasks: Vec<_> = devices
             .into_iter()
             .enumerate()
             .map(|(i, device)| {
-                let (url, tally) = (url.clone(), tally.clone());
+                let (url, tally, sent) = (url.clone(), tally.clone(), sent.clone());
                 let rng = Rng(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                tokio::spawn(device_loop(device, url, deadline, args.think, rng, tally))
+                tokio::spawn(device_loop(
+                    device, url, deadline, args.think, rng, tally, sent,
+                ))
             })
             .collect();
-        let mut sent = Vec::new();
         for task in tasks {
-            sent.extend(task.await?);
+            task.await?;
         }
-        anyhow::Ok(sent)
+        anyhow::Ok(())
     })?;
+    sending_done.store(true, std::sync::atomic::Ordering::Relaxed);
     let sending = start.elapsed();
+    let sent: Vec<Sent> = lock(&sent).clone();
     let downtime = killer
         .join()
         .map_err(|_| anyhow::anyhow!("the killer thread panicked"))??;
@@ -175,34 +200,29 @@ fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("server still shared"))?
         .into_inner()
         .map_err(|_| anyhow::anyhow!("server lock poisoned"))?;
-    let listed = wait_settled(&server, &sent, Duration::from_secs(180))?;
-    let mut lost = Vec::new();
-    let mut corrupted = Vec::new();
-    for file in &sent {
-        match listed.get(&file.asset_id) {
-            Some(entry) if entry["state"] == "complete" => {
-                let on_disk = server
-                    .data
-                    .join("media")
-                    .join(entry["project"].as_str().unwrap_or_default())
-                    .join(entry["path"].as_str().unwrap_or_default());
-                let disk_sha = std::fs::read(&on_disk)
-                    .map(|bytes| hex(&Sha256::digest(&bytes)))
-                    .unwrap_or_default();
-                if entry["sha256"] != file.sha256.as_str()
-                    || disk_sha != file.sha256
-                    || entry["size"] != file.size
-                {
-                    corrupted.push(format!("{} ({})", file.asset_id, on_disk.display()));
-                }
-            }
-            other => lost.push(format!(
-                "{} ({})",
-                file.asset_id,
-                other.map_or("not listed".to_owned(), |e| e["state"].to_string())
-            )),
-        }
+    if let Some(pruner) = pruner {
+        let _ = pruner.join();
     }
+    let mut checker = Arc::try_unwrap(checker)
+        .map_err(|_| anyhow::anyhow!("checker still shared"))?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("checker lock poisoned"))?;
+    let listed = checker.settle(&sent, Duration::from_secs(180))?;
+    let corrupted = checker.corrupted.clone();
+    let lost: Vec<String> = sent
+        .iter()
+        .filter(|f| !checker.checked.contains(&f.asset_id))
+        .filter(|f| !corrupted.iter().any(|c| c.starts_with(&f.asset_id)))
+        .map(|f| {
+            format!(
+                "{} ({})",
+                f.asset_id,
+                listed
+                    .get(&f.asset_id)
+                    .map_or("not listed".to_owned(), |e| e["state"].to_string())
+            )
+        })
+        .collect();
     drop(server);
     let check = std::process::Command::new(rushes_bench::procs::rushes_binary()?)
         .arg("--data")
@@ -304,13 +324,13 @@ async fn device_loop(
     think: f64,
     mut rng: Rng,
     tally: Arc<Mutex<Tally>>,
-) -> Vec<Sent> {
-    let mut sent = Vec::new();
+    sent: Arc<Mutex<Vec<Sent>>>,
+) {
     let mut n = 0;
     loop {
         tokio::time::sleep(Duration::from_secs_f64(think * rng.unit())).await;
         if Instant::now() >= deadline {
-            return sent;
+            return;
         }
         n += 1;
         // Four stills in five (50 KiB to 2 MiB), one clip (10 to 16 MiB: two or three parts
@@ -323,7 +343,7 @@ async fn device_loop(
         let data = rng.bytes(size as usize);
         let name = format!("{}_{n:05}.MOV", device.client_id);
         match send_file(&mut device, &url, &name, data.clone(), &tally).await {
-            Ok(asset_id) => sent.push(Sent {
+            Ok(asset_id) => lock(&sent).push(Sent {
                 asset_id,
                 sha256: hex(&Sha256::digest(&data)),
                 size,
@@ -420,34 +440,97 @@ where
     bail!("{call}: still failing after 200 attempts")
 }
 
-/// Polls the admin listing until every sent asset has left `uploading`/`assembling` (or
-/// `limit` passes); the listing by asset id.
-fn wait_settled(
-    server: &Server,
-    sent: &[Sent],
-    limit: Duration,
-) -> anyhow::Result<HashMap<String, Value>> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let list: Value = serde_json::from_str(&server.cli(&["asset", "list", "--json"])?)?;
+/// Checks finished files against the server: complete, with the source's size and SHA-256
+/// as recorded and as read back from the file on disk.
+struct Checker {
+    data: PathBuf,
+    binary: PathBuf,
+    /// Delete each file once it checks out.
+    prune: bool,
+    /// Asset ids that checked out.
+    checked: HashSet<String>,
+    corrupted: Vec<String>,
+}
+
+impl Checker {
+    fn new(data: &Path, prune: bool) -> anyhow::Result<Checker> {
+        Ok(Checker {
+            data: data.to_owned(),
+            binary: rushes_bench::procs::rushes_binary()?,
+            prune,
+            checked: HashSet::new(),
+            corrupted: Vec::new(),
+        })
+    }
+
+    /// Checks every complete file not checked yet; the listing by asset id.
+    fn check(&mut self, sent: &[Sent]) -> anyhow::Result<HashMap<String, Value>> {
+        let out = std::process::Command::new(&self.binary)
+            .arg("--data")
+            .arg(&self.data)
+            .args(["asset", "list", "--json"])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "rushes asset list: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let list: Value = serde_json::from_slice(&out.stdout)?;
         let by_id: HashMap<String, Value> = list
             .as_array()
             .context("asset list")?
             .iter()
             .filter_map(|e| Some((e["id"].as_str()?.to_owned(), e.clone())))
             .collect();
-        let pending = sent
-            .iter()
-            .filter(|s| {
-                by_id
-                    .get(&s.asset_id)
-                    .is_some_and(|e| e["state"] != "complete")
-            })
-            .count();
-        if pending == 0 || Instant::now() > deadline {
-            return Ok(by_id);
+        for file in sent {
+            if self.checked.contains(&file.asset_id) {
+                continue;
+            }
+            let Some(entry) = by_id.get(&file.asset_id) else {
+                continue;
+            };
+            if entry["state"] != "complete" {
+                continue;
+            }
+            let on_disk = self
+                .data
+                .join("media")
+                .join(entry["project"].as_str().unwrap_or_default())
+                .join(entry["path"].as_str().unwrap_or_default());
+            let disk_sha = std::fs::read(&on_disk)
+                .map(|bytes| hex(&Sha256::digest(&bytes)))
+                .unwrap_or_default();
+            if entry["sha256"] == file.sha256.as_str()
+                && disk_sha == file.sha256
+                && entry["size"] == file.size
+            {
+                self.checked.insert(file.asset_id.clone());
+                if self.prune {
+                    let _ = std::fs::remove_file(&on_disk);
+                }
+            } else if !self.corrupted.iter().any(|c| c.starts_with(&file.asset_id)) {
+                self.corrupted
+                    .push(format!("{} ({})", file.asset_id, on_disk.display()));
+            }
         }
-        std::thread::sleep(Duration::from_millis(200));
+        Ok(by_id)
+    }
+
+    /// Checks until every sent file is checked or corrupt, or `limit` passes.
+    fn settle(&mut self, sent: &[Sent], limit: Duration) -> anyhow::Result<HashMap<String, Value>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let listed = self.check(sent)?;
+            let open = sent
+                .iter()
+                .filter(|f| !self.checked.contains(&f.asset_id))
+                .filter(|f| !self.corrupted.iter().any(|c| c.starts_with(&f.asset_id)))
+                .count();
+            if open == 0 || Instant::now() > deadline {
+                return Ok(listed);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
