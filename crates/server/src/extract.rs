@@ -101,7 +101,10 @@ impl<S: Send + Sync> FromRequest<S> for AuthFields {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        fn bad(e: impl axum::response::IntoResponse) -> ApiError {
+        fn bad(e: impl axum::response::IntoResponse + std::fmt::Display) -> ApiError {
+            // The reason, never the fields (they may hold secrets), for whoever integrates
+            // a device whose forms we cannot read.
+            tracing::warn!(reason = %e, "an auth request's form could not be read");
             if e.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,

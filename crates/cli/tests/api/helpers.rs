@@ -586,8 +586,15 @@ impl TestServer {
 
     pub async fn code(&self, client_id: &str, scope: &str) -> DeviceCodeResponse {
         let res = self.request_code(client_id, scope).await;
-        assert_eq!(res.status(), StatusCode::OK);
-        res.json().await.expect("device code body")
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "device/code answered {text}; server log: {}",
+            self.log()
+        );
+        serde_json::from_str(&text).expect("device code body")
     }
 
     /// One device-code poll, as a urlencoded form.
