@@ -21,11 +21,7 @@ async fn a_paired_computer_uploads_files_with_their_sha256_intact() {
         String::from_utf8_lossy(&out.stderr)
     );
     let events = json_events(&out.stdout);
-    let completed = events
-        .iter()
-        .find(|e| e["event"] == "completed")
-        .expect("completed event");
-    let asset_id = completed["asset_id"].as_str().unwrap().to_owned();
+    let asset_id = completed_asset_id(&events);
     let entry = app.asset_entry(&asset_id);
     assert_eq!(entry["device"], "Laptop");
     assert!(

@@ -4,9 +4,8 @@
 //! clock, so days of skew change nothing; a clock so far off that the server's certificate
 //! is not yet valid fails with a message that says to fix the clock.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use crate::helpers::*;
@@ -25,37 +24,19 @@ fn skewed_device(skew: &str, state: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-/// Pairs under a skewed clock; the pairing's output.
+/// Pairs under a skewed clock: whether it succeeded, and what it printed.
 fn pair_skewed(app: &TestServer, skew: &str, state: &Path, name: &str) -> (bool, String) {
     let ca = app.data.join("tls/ca.crt");
-    let mut child = skewed_device(
-        skew,
-        state,
-        &[
-            "pair",
-            "--server",
-            &app.url,
-            "--ca",
-            ca.to_str().unwrap(),
-            "--name",
-            name,
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("faketime runs (apt-get install faketime)");
-    let stdout = child.stdout.take().unwrap();
-    let mut seen = Vec::new();
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Some(code) = line.strip_prefix("Pairing code: ") {
-            app.approve(code.trim());
-        }
-        seen.push(line);
-    }
-    let out = child.wait_with_output().unwrap();
-    seen.push(String::from_utf8_lossy(&out.stderr).into_owned());
-    (out.status.success(), seen.join("\n"))
+    let args = [
+        "pair",
+        "--server",
+        &app.url,
+        "--ca",
+        ca.to_str().unwrap(),
+        "--name",
+        name,
+    ];
+    app.run_pairing(skewed_device(skew, state, &args))
 }
 
 /// Today's UTC date folder by this machine's (right) clock, and a minute ago's.
@@ -109,12 +90,7 @@ async fn a_device_days_ahead_or_hours_behind_uploads_clips_dated_by_the_server()
             String::from_utf8_lossy(&out.stderr)
         );
         let events = json_events(&out.stdout);
-        let asset_id = events
-            .iter()
-            .find(|e| e["event"] == "completed")
-            .and_then(|e| e["asset_id"].as_str())
-            .unwrap_or_else(|| panic!("{events:?}"))
-            .to_owned();
+        let asset_id = completed_asset_id(&events);
         app.wait_listed_complete(&asset_id).await;
         let entry = assert_complete_with(&app, &asset_id, &data);
         // Dated by the server: today's folder, whatever the device's clock said.

@@ -920,43 +920,54 @@ impl TestServer {
     pub fn pair_device_cli(&self, state: &Path, name: &str, server_url: Option<&str>) {
         let server = server_url.unwrap_or(&self.url).to_owned();
         let ca = self.data.join("tls/ca.crt");
-        let mut child = device_command(
-            state,
-            &[
-                "pair",
-                "--server",
-                &server,
-                "--ca",
-                ca.to_str().unwrap(),
-                "--name",
-                name,
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start rushes device pair");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let code = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(code) = line.strip_prefix("Pairing code: ") {
-                        break code.trim().to_owned();
-                    }
-                }
-                _ => panic!(
-                    "rushes device pair exited without a code: {:?}",
-                    child.wait_with_output()
-                ),
-            }
-        };
-        self.approve(&code);
-        let rest: Vec<String> = lines.map_while(Result::ok).collect();
-        let status = child.wait().expect("pair finishes");
-        assert!(status.success(), "rushes device pair failed: {rest:?}");
-        assert!(rest.iter().any(|l| l.starts_with("Paired as")), "{rest:?}");
+        let args = [
+            "pair",
+            "--server",
+            &server,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--name",
+            name,
+        ];
+        let (ok, output) = self.run_pairing(device_command(state, &args));
+        assert!(ok, "rushes device pair failed: {output}");
+        assert!(
+            output.lines().any(|l| l.starts_with("Paired as")),
+            "{output}"
+        );
     }
+
+    /// Runs a `rushes device pair` command (however it is wrapped), approves the code it
+    /// prints with the admin command, and waits for it to end: whether it succeeded, and
+    /// everything it printed.
+    pub fn run_pairing(&self, mut pair: Command) -> (bool, String) {
+        let mut child = pair
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rushes device pair");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(code) = line.strip_prefix("Pairing code: ") {
+                self.approve(code.trim());
+            }
+            seen.push(line);
+        }
+        let out = child.wait_with_output().expect("pair finishes");
+        seen.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        (out.status.success(), seen.join("\n"))
+    }
+}
+
+/// The asset id of the first `completed` event of a `--json` run.
+pub fn completed_asset_id(events: &[Value]) -> String {
+    events
+        .iter()
+        .find(|e| e["event"] == "completed")
+        .and_then(|e| e["asset_id"].as_str())
+        .unwrap_or_else(|| panic!("no completed event: {events:?}"))
+        .to_owned()
 }
 
 /// The CSRF token of the first form on a page.
