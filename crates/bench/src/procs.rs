@@ -79,12 +79,14 @@ impl Server {
         self.data.join("tls/ca.crt")
     }
 
-    /// An admin command against this server's data directory; its stdout.
+    /// An admin command against this server's data (and database, when its environment
+    /// names one); its stdout.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(&self.binary)
             .arg("--data")
             .arg(&self.data)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()?;
         if !out.status.success() {
             bail!(

@@ -325,15 +325,21 @@ pub async fn asset(data: &Target, cmd: AssetCommand) -> anyhow::Result<()> {
 
 pub async fn check(data: &Target) -> anyhow::Result<()> {
     let admin = data.open().await?;
-    let verdict = admin.db().integrity_check().await?;
-    if verdict != "ok" {
-        anyhow::bail!("the database is damaged: {verdict}");
+    let report = admin.db().check().await?;
+    println!("checked: {}", report.ran.join(", "));
+    for skipped in &report.skipped {
+        println!("skipped: {skipped}");
+    }
+    if !report.is_ok() {
+        anyhow::bail!(
+            "the database is damaged:\n  - {}",
+            report.problems.join("\n  - ")
+        );
     }
     println!("database: ok");
     Ok(())
 }
 
-/// JSON array, or an aligned table of `columns`.
 fn print_rows(rows: &[Value], as_json: bool, columns: &[&str]) {
     if as_json {
         println!(

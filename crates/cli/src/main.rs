@@ -69,7 +69,8 @@ enum Command {
     /// Web users: add, reset a password.
     #[command(subcommand)]
     User(admin::UserCommand),
-    /// Check the database's integrity (SQLite `PRAGMA integrity_check`).
+    /// Check the database: the engine's integrity check (SQLite `integrity_check`,
+    /// PostgreSQL `amcheck` when installed), then the rules the server keeps.
     Check,
 }
 

@@ -45,6 +45,10 @@ struct Args {
     /// here would otherwise be about 100 GB).
     #[arg(long)]
     prune: bool,
+    /// Keep the metadata in this PostgreSQL database (empty; with the `amcheck` extension
+    /// the final check also verifies its indexes and tables) instead of SQLite.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Seed of the file sizes, pauses and kill moments (printed; random by default).
     #[arg(long)]
     seed: Option<u64>,
@@ -87,8 +91,11 @@ fn main() -> anyhow::Result<()> {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     eprintln!(
-        "rushes-load: {} devices, {} s, {} kills, seed {seed}",
-        args.devices, args.seconds, args.kills
+        "rushes-load: {} devices, {} s, {} kills, seed {seed}, metadata in {}",
+        args.devices,
+        args.seconds,
+        args.kills,
+        engine(&args.database_url)
     );
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir)?;
@@ -97,6 +104,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
+    let database_env: Vec<(&str, &str)> = args
+        .database_url
+        .iter()
+        .map(|url| ("RUSHES_DATABASE_URL", url.as_str()))
+        .collect();
     let server = Server::start(
         &dir.join("server"),
         &[
@@ -106,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             "--rate-limit".into(),
             "50".into(),
         ],
-        &[],
+        &database_env,
     )?;
     let started = Instant::now();
     let devices = runtime.block_on(control::pair(&server, args.devices))?;
@@ -152,7 +164,11 @@ fn main() -> anyhow::Result<()> {
 
     let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
     let data = lock(&server).data.clone();
-    let checker = Arc::new(Mutex::new(Checker::new(&data, args.prune)?));
+    let checker = Arc::new(Mutex::new(Checker::new(
+        &data,
+        args.database_url.clone(),
+        args.prune,
+    )?));
     let sending_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let pruner = args.prune.then(|| {
         let (checker, sent, done) = (checker.clone(), sent.clone(), sending_done.clone());
@@ -224,21 +240,18 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     drop(server);
-    let check = std::process::Command::new(rushes_bench::procs::rushes_binary()?)
-        .arg("--data")
-        .arg(dir.join("server"))
-        .arg("check")
-        .output()?;
+    let check = checker.admin().arg("check").output()?;
     let integrity = String::from_utf8_lossy(&check.stdout).trim().to_owned()
         + String::from_utf8_lossy(&check.stderr).trim();
 
     let tally = lock(&tally);
     let bytes: u64 = sent.iter().map(|s| s.size).sum();
     println!(
-        "rushes-load: {} devices, {:.0} s of new files, {} kills (seed {seed})",
+        "rushes-load: {} devices, {:.0} s of new files, {} kills (seed {seed}), metadata in {}",
         args.devices,
         run.as_secs_f64(),
-        downtime.len()
+        downtime.len(),
+        engine(&args.database_url)
     );
     println!(
         "files {}  bytes {:.1} MiB ({:.1} MiB/s)  lost {}  corrupted {}  failed {}  database {}",
@@ -254,6 +267,9 @@ fn main() -> anyhow::Result<()> {
             "DAMAGED"
         }
     );
+    for line in integrity.lines().filter(|l| l.starts_with("checked:")) {
+        println!("{line}");
+    }
     let mut calls = serde_json::Map::new();
     let mut names: Vec<_> = tally.latencies.keys().copied().collect();
     names.sort();
@@ -282,6 +298,7 @@ fn main() -> anyhow::Result<()> {
     }
     let result = json!({
         "devices": args.devices,
+        "metadata": engine(&args.database_url),
         "seconds": args.seconds,
         "seed": seed,
         "kills": downtime.len(),
@@ -444,6 +461,7 @@ where
 /// as recorded and as read back from the file on disk.
 struct Checker {
     data: PathBuf,
+    database_url: Option<String>,
     binary: PathBuf,
     /// Delete each file once it checks out.
     prune: bool,
@@ -453,9 +471,10 @@ struct Checker {
 }
 
 impl Checker {
-    fn new(data: &Path, prune: bool) -> anyhow::Result<Checker> {
+    fn new(data: &Path, database_url: Option<String>, prune: bool) -> anyhow::Result<Checker> {
         Ok(Checker {
             data: data.to_owned(),
+            database_url,
             binary: rushes_bench::procs::rushes_binary()?,
             prune,
             checked: HashSet::new(),
@@ -463,13 +482,19 @@ impl Checker {
         })
     }
 
+    /// An admin command on the server's data and database.
+    fn admin(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.binary);
+        command.arg("--data").arg(&self.data);
+        if let Some(url) = &self.database_url {
+            command.env("RUSHES_DATABASE_URL", url);
+        }
+        command
+    }
+
     /// Checks every complete file not checked yet; the listing by asset id.
     fn check(&mut self, sent: &[Sent]) -> anyhow::Result<HashMap<String, Value>> {
-        let out = std::process::Command::new(&self.binary)
-            .arg("--data")
-            .arg(&self.data)
-            .args(["asset", "list", "--json"])
-            .output()?;
+        let out = self.admin().args(["asset", "list", "--json"]).output()?;
         anyhow::ensure!(
             out.status.success(),
             "rushes asset list: {}",
@@ -531,6 +556,13 @@ impl Checker {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+fn engine(database_url: &Option<String>) -> &'static str {
+    match database_url {
+        Some(_) => "PostgreSQL",
+        None => "SQLite",
     }
 }
 

@@ -117,3 +117,47 @@ async fn sigkill_during_ten_concurrent_uploads_loses_no_acknowledged_part() {
     let check = app.cli(&["check"]);
     assert!(check.contains("ok"), "{check}");
 }
+
+/// `rushes check` (what the crash suite runs after its kills) runs the engine's own check and
+/// the rules the server's transactions keep, and names the asset that breaks one.
+#[tokio::test]
+async fn check_passes_an_intact_database_and_names_what_breaks_a_rule() {
+    let app = spawn_app().await;
+    let tokens = app.pair("check-cam").await;
+    let data = test_bytes(3 * MIB, 7);
+    let asset = app
+        .create_asset(&tokens.access_token, "A001_C001.MOV", data.len())
+        .await;
+    app.upload(&asset, &data).await;
+    app.wait_complete(&tokens.access_token, &asset.id).await;
+    let intact = app.cli(&["check"]);
+    let engine_check = match app.database_url {
+        Some(_) => "PostgreSQL amcheck",
+        None => "SQLite integrity_check",
+    };
+    assert!(
+        intact.contains(engine_check)
+            && intact.contains("consistency rules")
+            && intact.contains("database: ok"),
+        "{intact}"
+    );
+
+    // What a transaction torn by a crash would leave: complete, without its parts or hash.
+    app.sql(&format!(
+        "UPDATE parts SET received_at = NULL WHERE asset_id = '{}'",
+        asset.id
+    ));
+    app.sql(&format!(
+        "UPDATE assets SET sha256 = NULL WHERE id = '{}'",
+        asset.id
+    ));
+    let broken = app.cli_raw(&["check"]);
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(!broken.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("has received every part")
+            && stderr.contains("has its SHA-256")
+            && stderr.contains(&asset.id),
+        "{stderr}"
+    );
+}

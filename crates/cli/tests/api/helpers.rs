@@ -400,6 +400,23 @@ fn fresh_database() -> Option<String> {
         "creating a test database failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // So that `rushes check` checks indexes and tables too (it needs a superuser once).
+    let out = Command::new("psql")
+        .arg(format!("{base}/{name}"))
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            "CREATE EXTENSION amcheck",
+        ])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "CREATE EXTENSION amcheck failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(format!("{base}/{name}"))
 }
 
@@ -623,6 +640,27 @@ impl TestServer {
             .send()
             .await
             .expect("refresh")
+    }
+
+    /// Runs one SQL statement on the server's database behind its back (`sqlite3` or
+    /// `psql`), as damage or a bug could: for tests of what notices.
+    pub fn sql(&self, statement: &str) {
+        let out = match &self.database_url {
+            Some(url) => Command::new("psql")
+                .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", statement])
+                .output()
+                .expect("run psql"),
+            None => Command::new("sqlite3")
+                .arg(self.data.join("rushes.db"))
+                .args([".timeout 10000", statement])
+                .output()
+                .expect("run sqlite3 (apt-get install sqlite3)"),
+        };
+        assert!(
+            out.status.success(),
+            "{statement}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Everything the metadata store holds, as text (to check what is stored in clear).

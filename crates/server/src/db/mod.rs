@@ -11,6 +11,7 @@
 //! engines and across several server processes.
 
 mod assets;
+mod check;
 mod devices;
 mod pairing;
 mod projects;
@@ -30,6 +31,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Connection, Executor};
 
 pub use assets::{Asset, AssetListing, AssetState, NewAsset, Part, PartRecord};
+pub use check::CheckReport;
 pub use devices::{DeviceListing, DeviceRecord};
 pub use pairing::{CodeRequest, Decision, DeviceCode, PendingCode, PollOutcome};
 pub use projects::Project;
@@ -137,15 +139,6 @@ impl Db {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
-    }
-
-    /// `PRAGMA integrity_check` on SQLite; a trivial query elsewhere.
-    pub async fn integrity_check(&self) -> DbResult<String> {
-        let sql = match self.backend {
-            Backend::Sqlite => "PRAGMA integrity_check",
-            Backend::Postgres => "SELECT 'ok'",
-        };
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await
     }
 
     pub async fn close(&self) {
