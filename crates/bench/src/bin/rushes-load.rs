@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,11 @@ struct Args {
     /// here would otherwise be about 100 GB).
     #[arg(long)]
     prune: bool,
+    /// With `--prune`: devices wait before starting a file while the finished files not
+    /// checked yet add up to more than this, so the disk never holds much more than this
+    /// whatever the checker's speed (it reads and hashes every byte again).
+    #[arg(long, default_value_t = 4096)]
+    backlog_mib: u64,
     /// Keep the metadata in this PostgreSQL database (empty; with the `amcheck` extension
     /// the final check also verifies its indexes and tables) instead of SQLite.
     #[arg(long, value_name = "URL")]
@@ -71,6 +77,14 @@ struct Sent {
     size: u64,
 }
 
+/// The files devices finished, and how many of their bytes the checker has yet to check.
+struct Finished {
+    files: Mutex<Vec<Sent>>,
+    unchecked_bytes: AtomicU64,
+    /// Devices start no new file while `unchecked_bytes` is above this.
+    backlog_limit: u64,
+}
+
 /// What every device adds to.
 #[derive(Default)]
 struct Tally {
@@ -81,6 +95,8 @@ struct Tally {
     /// Files given up on (an answer that waiting cannot fix).
     failed: Vec<String>,
     bytes_sent: u64,
+    /// Seconds devices waited for the checker to catch up (`--backlog-mib`).
+    held_back_secs: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -162,21 +178,29 @@ fn main() -> anyhow::Result<()> {
         })
     };
 
-    let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let finished = Arc::new(Finished {
+        files: Mutex::default(),
+        unchecked_bytes: AtomicU64::new(0),
+        backlog_limit: if args.prune {
+            args.backlog_mib * MIB
+        } else {
+            u64::MAX
+        },
+    });
     let data = lock(&server).data.clone();
     let checker = Arc::new(Mutex::new(Checker::new(
         &data,
         args.database_url.clone(),
         args.prune,
+        finished.clone(),
     )?));
-    let sending_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sending_done = Arc::new(AtomicBool::new(false));
     let pruner = args.prune.then(|| {
-        let (checker, sent, done) = (checker.clone(), sent.clone(), sending_done.clone());
+        let (checker, done) = (checker.clone(), sending_done.clone());
         std::thread::spawn(move || {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(15));
-                let files: Vec<Sent> = lock(&sent).clone();
-                if let Err(e) = lock(&checker).check(&files) {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(5));
+                if let Err(e) = lock(&checker).check() {
                     eprintln!("checking finished files failed (tried again later): {e:#}");
                 }
             }
@@ -187,10 +211,10 @@ fn main() -> anyhow::Result<()> {
             .into_iter()
             .enumerate()
             .map(|(i, device)| {
-                let (url, tally, sent) = (url.clone(), tally.clone(), sent.clone());
+                let (url, tally, finished) = (url.clone(), tally.clone(), finished.clone());
                 let rng = Rng(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 tokio::spawn(device_loop(
-                    device, url, deadline, args.think, rng, tally, sent,
+                    device, url, deadline, args.think, rng, tally, finished,
                 ))
             })
             .collect();
@@ -199,9 +223,9 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    sending_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sending_done.store(true, Ordering::Relaxed);
     let sending = start.elapsed();
-    let sent: Vec<Sent> = lock(&sent).clone();
+    let sent: Vec<Sent> = lock(&finished.files).clone();
     let downtime = killer
         .join()
         .map_err(|_| anyhow::anyhow!("the killer thread panicked"))??;
@@ -223,7 +247,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("checker still shared"))?
         .into_inner()
         .map_err(|_| anyhow::anyhow!("checker lock poisoned"))?;
-    let listed = checker.settle(&sent, Duration::from_secs(180))?;
+    let listed = checker.settle(Duration::from_secs(180))?;
     let corrupted = checker.corrupted.clone();
     let lost: Vec<String> = sent
         .iter()
@@ -293,6 +317,12 @@ fn main() -> anyhow::Result<()> {
     for (cause, n) in &retried {
         println!("retried      {n:>7} × {cause}");
     }
+    if tally.held_back_secs > 0.0 {
+        println!(
+            "devices waited {:.0} device-seconds for the checker (--backlog-mib {})",
+            tally.held_back_secs, args.backlog_mib
+        );
+    }
     for what in lost.iter().chain(&corrupted).chain(&tally.failed) {
         println!("  {what}");
     }
@@ -312,6 +342,7 @@ fn main() -> anyhow::Result<()> {
         "integrity_check": integrity,
         "calls": calls,
         "retried": tally.retried,
+        "held_back_device_seconds": tally.held_back_secs,
     });
     if let Some(parent) = args.json.parent() {
         std::fs::create_dir_all(parent)?;
@@ -341,11 +372,15 @@ async fn device_loop(
     think: f64,
     mut rng: Rng,
     tally: Arc<Mutex<Tally>>,
-    sent: Arc<Mutex<Vec<Sent>>>,
+    finished: Arc<Finished>,
 ) {
     let mut n = 0;
     loop {
         tokio::time::sleep(Duration::from_secs_f64(think * rng.unit())).await;
+        while finished.unchecked_bytes.load(Ordering::Relaxed) > finished.backlog_limit {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            lock(&tally).held_back_secs += 0.5;
+        }
         if Instant::now() >= deadline {
             return;
         }
@@ -360,11 +395,14 @@ async fn device_loop(
         let data = rng.bytes(size as usize);
         let name = format!("{}_{n:05}.MOV", device.client_id);
         match send_file(&mut device, &url, &name, data.clone(), &tally).await {
-            Ok(asset_id) => lock(&sent).push(Sent {
-                asset_id,
-                sha256: hex(&Sha256::digest(&data)),
-                size,
-            }),
+            Ok(asset_id) => {
+                finished.unchecked_bytes.fetch_add(size, Ordering::Relaxed);
+                lock(&finished.files).push(Sent {
+                    asset_id,
+                    sha256: hex(&Sha256::digest(&data)),
+                    size,
+                });
+            }
             Err(e) => lock(&tally).failed.push(format!("{name}: {e:#}")),
         }
     }
@@ -465,18 +503,25 @@ struct Checker {
     binary: PathBuf,
     /// Delete each file once it checks out.
     prune: bool,
+    finished: Arc<Finished>,
     /// Asset ids that checked out.
     checked: HashSet<String>,
     corrupted: Vec<String>,
 }
 
 impl Checker {
-    fn new(data: &Path, database_url: Option<String>, prune: bool) -> anyhow::Result<Checker> {
+    fn new(
+        data: &Path,
+        database_url: Option<String>,
+        prune: bool,
+        finished: Arc<Finished>,
+    ) -> anyhow::Result<Checker> {
         Ok(Checker {
             data: data.to_owned(),
             database_url,
             binary: rushes_bench::procs::rushes_binary()?,
             prune,
+            finished,
             checked: HashSet::new(),
             corrupted: Vec::new(),
         })
@@ -493,7 +538,8 @@ impl Checker {
     }
 
     /// Checks every complete file not checked yet; the listing by asset id.
-    fn check(&mut self, sent: &[Sent]) -> anyhow::Result<HashMap<String, Value>> {
+    fn check(&mut self) -> anyhow::Result<HashMap<String, Value>> {
+        let sent: Vec<Sent> = lock(&self.finished.files).clone();
         let out = self.admin().args(["asset", "list", "--json"]).output()?;
         anyhow::ensure!(
             out.status.success(),
@@ -507,7 +553,7 @@ impl Checker {
             .iter()
             .filter_map(|e| Some((e["id"].as_str()?.to_owned(), e.clone())))
             .collect();
-        for file in sent {
+        for file in &sent {
             if self.checked.contains(&file.asset_id) {
                 continue;
             }
@@ -530,22 +576,29 @@ impl Checker {
                 && entry["size"] == file.size
             {
                 self.checked.insert(file.asset_id.clone());
+                self.finished
+                    .unchecked_bytes
+                    .fetch_sub(file.size, Ordering::Relaxed);
                 if self.prune {
                     let _ = std::fs::remove_file(&on_disk);
                 }
             } else if !self.corrupted.iter().any(|c| c.starts_with(&file.asset_id)) {
                 self.corrupted
                     .push(format!("{} ({})", file.asset_id, on_disk.display()));
+                self.finished
+                    .unchecked_bytes
+                    .fetch_sub(file.size, Ordering::Relaxed);
             }
         }
         Ok(by_id)
     }
 
     /// Checks until every sent file is checked or corrupt, or `limit` passes.
-    fn settle(&mut self, sent: &[Sent], limit: Duration) -> anyhow::Result<HashMap<String, Value>> {
+    fn settle(&mut self, limit: Duration) -> anyhow::Result<HashMap<String, Value>> {
         let deadline = Instant::now() + limit;
+        let sent: Vec<Sent> = lock(&self.finished.files).clone();
         loop {
-            let listed = self.check(sent)?;
+            let listed = self.check()?;
             let open = sent
                 .iter()
                 .filter(|f| !self.checked.contains(&f.asset_id))
