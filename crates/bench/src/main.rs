@@ -45,6 +45,10 @@ struct Args {
     /// Idle connections held open for the memory figure.
     #[arg(long, default_value_t = 500)]
     idle: usize,
+    /// Files the client sends at once in benchmark 2 (`rushes device upload
+    /// --parallel-files`; the client's default unless given).
+    #[arg(long)]
+    parallel_files: Option<u16>,
     /// Skip the peer comparison (needs s3s-fs and the AWS CLI).
     #[arg(long)]
     no_peer: bool,
@@ -115,7 +119,7 @@ fn main() -> anyhow::Result<()> {
     let state = dir.join("device-local");
     server.pair_device(&state, "bench-camera")?;
     let start = Instant::now();
-    server.device_upload(&state, &[&big])?;
+    server.device_upload(&state, &[], &[&big])?;
     server.wait_complete(1, Duration::from_secs(600))?;
     let ingest = start.elapsed();
     let ingest_memory = server.memory();
@@ -129,9 +133,15 @@ fn main() -> anyhow::Result<()> {
 
     // 2: many small files, same server and device.
     eprintln!("2. {} files of 1 MiB", args.files);
-    let start = Instant::now();
     let paths: Vec<&Path> = still_paths.iter().map(PathBuf::as_path).collect();
-    server.device_upload(&state, &paths)?;
+    let parallel: Vec<String> = args
+        .parallel_files
+        .iter()
+        .flat_map(|n| ["--parallel-files".to_owned(), n.to_string()])
+        .collect();
+    let parallel: Vec<&str> = parallel.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    server.device_upload(&state, &parallel, &paths)?;
     server.wait_complete(1 + args.files, Duration::from_secs(600))?;
     let stills_took = start.elapsed();
     let stills_bytes = args.files as u64 * MIB;
@@ -278,7 +288,7 @@ fn peer(dir: &Path, big: &Path) -> anyhow::Result<Peer> {
     server.pair_device(&state, "bench-camera-s3")?;
     let name = big.file_name().context("source file name")?;
     let start = Instant::now();
-    server.device_upload(&state, &[big])?;
+    server.device_upload(&state, &[], &[big])?;
     // s3s-fs keeps each object as a file under the bucket's folder, renamed into place
     // when the multipart upload completes.
     let deadline = start + Duration::from_secs(600);

@@ -151,12 +151,18 @@ impl Server {
         Ok(())
     }
 
-    /// Runs `rushes device upload` with `args`; returns when it exits.
-    pub fn device_upload(&self, state: &Path, args: &[&Path]) -> anyhow::Result<()> {
+    /// Runs `rushes device upload` with `options` on `files`; returns when it exits.
+    pub fn device_upload(
+        &self,
+        state: &Path,
+        options: &[&str],
+        files: &[&Path],
+    ) -> anyhow::Result<()> {
         let out = Command::new(&self.binary)
             .args(["device", "upload", "--json", "--state"])
             .arg(state)
-            .args(args)
+            .args(options)
+            .args(files)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()?;

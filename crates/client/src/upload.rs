@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::api::{Api, Progress};
 use crate::credentials;
 use crate::events::{Event, Events, FileState};
-use crate::journal::{FileRow, Journal, QueueCounts, Queueing};
+use crate::journal::{FileRow, Journal, NewFile, QueueCounts, Queueing};
 use crate::session::Session;
 use crate::{Error, ServerOptions};
 
@@ -160,29 +160,33 @@ impl Device {
     /// and counted, not queued.
     pub async fn enqueue(&self, paths: &[PathBuf]) -> Result<Enqueued, Error> {
         let mut report = Enqueued::default();
+        let mut files = Vec::with_capacity(paths.len());
         for path in paths {
             let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) if m.is_file() => m,
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => files.push((path, m.len(), mtime_ns(&m))),
                 other => {
                     let error =
                         other.map_or_else(|e| e.to_string(), |_| "not a regular file".into());
                     report.failed += 1;
                     self.events.emit(Event::Failed { file: path, error });
-                    continue;
                 }
-            };
-            match self
-                .journal
-                .enqueue(&path, meta.len(), mtime_ns(&meta))
-                .await?
-            {
+            }
+        }
+        let new_files: Vec<NewFile<'_>> = files
+            .iter()
+            .map(|(path, size, mtime_ns)| NewFile {
+                path,
+                size: *size,
+                mtime_ns: *mtime_ns,
+            })
+            .collect();
+        let outcomes = self.journal.enqueue(&new_files).await?;
+        for ((path, size, _), outcome) in files.into_iter().zip(outcomes) {
+            match outcome {
                 Queueing::New => {
                     report.queued += 1;
-                    self.events.emit(Event::Queued {
-                        file: path,
-                        size: meta.len(),
-                    });
+                    self.events.emit(Event::Queued { file: path, size });
                 }
                 Queueing::AlreadyUploaded => {
                     report.already_uploaded += 1;
