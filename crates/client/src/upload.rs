@@ -34,7 +34,7 @@ impl Default for UploadOptions {
     fn default() -> Self {
         UploadOptions {
             parallel_parts: 4,
-            parallel_files: 4,
+            parallel_files: 8,
             max_backoff: Duration::from_secs(60),
         }
     }
@@ -205,11 +205,13 @@ impl Device {
         let mut summary = Summary::default();
         let parallel = self.options.parallel_files.max(1);
         let mut running = futures_util::stream::FuturesUnordered::new();
+        let mut ended = Vec::new();
         let mut in_flight: Vec<i64> = Vec::new();
         loop {
             // Keep `parallel` files going, oldest first.
             if in_flight.len() < parallel {
-                let rows = self.journal.next_pending(parallel * 2).await?;
+                let next = self.journal.next_pending(parallel * 2);
+                let rows = driving(&mut running, &mut ended, next).await?;
                 for row in rows {
                     if in_flight.len() >= parallel {
                         break;
@@ -218,47 +220,59 @@ impl Device {
                         continue;
                     }
                     in_flight.push(row.id);
-                    running.push(async move {
-                        let result = self.upload_file(&row).await;
-                        (row, result)
-                    });
+                    running.push(async move { (row.id, self.run_file(&row).await) });
                 }
             }
-            let Some((row, result)) = running.next().await else {
-                return Ok(summary);
+            let (id, result) = match ended.pop() {
+                Some(end) => end,
+                None => match running.next().await {
+                    Some(end) => end,
+                    None => return Ok(summary),
+                },
             };
-            in_flight.retain(|&id| id != row.id);
-            let file = row.path();
-            let outcome = match result {
-                Ok(outcome) => outcome,
-                Err(e) if e.is_fatal() => return Err(e),
-                Err(e) => Outcome::Failed(e.to_string()),
-            };
-            match outcome {
-                Outcome::Done => {
-                    summary.completed += 1;
-                    self.journal
-                        .finish(row.id, FileState::Complete, None)
-                        .await?;
-                    let asset_id = self.journal_asset(&row).await;
-                    self.events.emit(Event::Completed { file, asset_id });
-                }
-                Outcome::Paused => {
-                    summary.paused_rejected += 1;
-                    self.journal
-                        .finish(row.id, FileState::PausedRejected, None)
-                        .await?;
-                    self.events.emit(Event::PausedRejected { file });
-                }
-                Outcome::Failed(error) => {
-                    summary.failed += 1;
-                    self.journal
-                        .finish(row.id, FileState::Failed, Some(&error))
-                        .await?;
-                    self.events.emit(Event::Failed { file, error });
-                }
+            in_flight.retain(|&i| i != id);
+            match result? {
+                Outcome::Done => summary.completed += 1,
+                Outcome::Paused => summary.paused_rejected += 1,
+                Outcome::Failed(_) => summary.failed += 1,
             }
         }
+    }
+
+    /// Uploads one file and journals how it ended. Errors are fatal ones only (losing the
+    /// pairing or the journal); any other failure fails this file.
+    async fn run_file(&self, row: &FileRow) -> Result<Outcome, Error> {
+        let file = row.path();
+        let outcome = match self.upload_file(row).await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        match &outcome {
+            Outcome::Done => {
+                self.journal
+                    .finish(row.id, FileState::Complete, None)
+                    .await?;
+                let asset_id = self.journal_asset(row).await;
+                self.events.emit(Event::Completed { file, asset_id });
+            }
+            Outcome::Paused => {
+                self.journal
+                    .finish(row.id, FileState::PausedRejected, None)
+                    .await?;
+                self.events.emit(Event::PausedRejected { file });
+            }
+            Outcome::Failed(error) => {
+                self.journal
+                    .finish(row.id, FileState::Failed, Some(error))
+                    .await?;
+                self.events.emit(Event::Failed {
+                    file,
+                    error: error.clone(),
+                });
+            }
+        }
+        Ok(outcome)
     }
 
     async fn journal_asset(&self, row: &FileRow) -> String {
@@ -580,4 +594,25 @@ pub(crate) fn seconds_since(t: Option<SystemTime>) -> i64 {
 pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
         .map_or_else(|| "clip".to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Awaits `task` while still driving the files in flight, collecting those that end.
+///
+/// A file in flight may hold one of the journal's connections in the middle of a query,
+/// and gives it back only when polled. Awaiting the journal without polling them
+/// deadlocked as soon as more files were in flight than the journal has connections
+/// (`--parallel-files 5` ended in a 30 s pool timeout).
+async fn driving<S: Stream + Unpin, T>(
+    running: &mut S,
+    ended: &mut Vec<S::Item>,
+    task: impl Future<Output = T>,
+) -> T {
+    let mut task = std::pin::pin!(task);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut task => return out,
+            Some(end) = running.next() => ended.push(end),
+        }
+    }
 }

@@ -51,6 +51,62 @@ async fn a_paired_computer_uploads_files_with_their_sha256_intact() {
     );
 }
 
+/// More files in flight than the client's journal has connections: the upload loop waited
+/// for the journal without polling the files in flight, which held its connections, and
+/// `--parallel-files 5` or more ended in "pool timed out" after 30 s.
+#[tokio::test]
+async fn many_files_in_flight_upload_a_stills_card() {
+    let app = spawn_app().await;
+    let state = tempfile::tempdir().unwrap();
+    app.pair_device_cli(state.path(), "Stills", None);
+    let card = tempfile::tempdir().unwrap();
+    let stills: Vec<(String, Vec<u8>)> = (0..60)
+        .map(|i| {
+            (
+                format!("DSCF{i:04}.JPG"),
+                test_bytes(64 * 1024 + i, i as u64),
+            )
+        })
+        .collect();
+    let mut args = vec!["upload", "--json", "--parallel-files", "16"];
+    let paths: Vec<String> = stills
+        .iter()
+        .map(|(name, data)| {
+            let path = card.path().join(name);
+            std::fs::write(&path, data).unwrap();
+            path.to_string_lossy().into_owned()
+        })
+        .collect();
+    args.extend(paths.iter().map(String::as_str));
+
+    let out = device_command(state.path(), &args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let completed: Vec<String> = json_events(&out.stdout)
+        .iter()
+        .filter(|e| e["event"] == "completed")
+        .map(|e| e["asset_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(completed.len(), stills.len());
+    for asset_id in &completed {
+        app.wait_listed_complete(asset_id).await;
+        let entry = app.asset_entry(asset_id);
+        let path = entry["path"].as_str().unwrap().to_owned();
+        let (_, data) = stills
+            .iter()
+            .find(|(name, _)| path.ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("{path} is not one of the stills"));
+        assert_eq!(entry["sha256"], sha256_hex(data), "{entry}");
+    }
+    assert_eq!(
+        app.cli_json(&["asset", "list"]).as_array().unwrap().len(),
+        stills.len()
+    );
+}
+
 /// Starts `rushes device pair` and returns it with the code it printed.
 fn start_pairing(app: &TestServer, state: &std::path::Path) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
