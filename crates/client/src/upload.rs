@@ -431,9 +431,14 @@ impl Device {
                 Err(e) => return Err(e),
             }
         }
-        self.journal
-            .record_part(file_id, number, len, false, true)
-            .await?;
+        // The part of a one-part file is journaled by the file's end, committed right after
+        // (one synchronous commit per still instead of two). Were power lost in between,
+        // the resume asks the server, which is the truth about parts anyway.
+        if plan.count > 1 {
+            self.journal
+                .record_part(file_id, number, len, false, true)
+                .await?;
+        }
         self.events.emit(Event::PartDone {
             file: path.to_owned(),
             number,

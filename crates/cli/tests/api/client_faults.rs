@@ -143,8 +143,16 @@ fn write_clips(dir: &Path, sizes: &[usize], seed: u64) -> Vec<(PathBuf, Vec<u8>)
         .collect()
 }
 
-fn upload_args(clips: &[(PathBuf, Vec<u8>)]) -> Vec<String> {
-    let mut args = vec!["upload".to_owned(), "--json".to_owned()];
+/// `files_at_once`: the fault schedules count connections and the bytes each carries, so
+/// they are laid out for a given number of files at once (with more, each connection
+/// carries too little to reach its faults).
+fn upload_args(clips: &[(PathBuf, Vec<u8>)], files_at_once: u16) -> Vec<String> {
+    let mut args = vec![
+        "upload".to_owned(),
+        "--json".to_owned(),
+        "--parallel-files".to_owned(),
+        files_at_once.to_string(),
+    ];
     args.extend(
         clips
             .iter()
@@ -293,7 +301,7 @@ async fn twenty_files_upload_intact_through_drops_stalls_and_resets() {
 
     proxy.set_schedule(rough_network);
     let started = Instant::now();
-    let args = upload_args(&clips);
+    let args = upload_args(&clips, 4);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut upload = Running::spawn(state.path(), &args);
     let status = upload.finish(Instant::now() + Duration::from_secs(120));
@@ -326,7 +334,7 @@ async fn the_queue_waits_for_a_server_that_is_away_and_drains_when_it_returns() 
     let clips = write_clips(files.path(), &[3 * MIB, 11 * MIB + 5, 1234], 8);
 
     app.kill();
-    let args = upload_args(&clips);
+    let args = upload_args(&clips, 4);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut upload = Running::spawn(state.path(), &args);
     // Several attempts while the server is away: the client keeps waiting, not failing.
@@ -363,8 +371,7 @@ async fn an_upload_cut_off_by_the_network_mid_part_resumes_when_it_returns() {
     // The first connection crawls, so the network goes while parts are in flight.
     proxy.set_schedule(crawl_first_connection);
     // One file at a time, so no clip can finish before the fault.
-    let mut args = upload_args(&clips);
-    args.extend(["--parallel-files".to_owned(), "1".to_owned()]);
+    let args = upload_args(&clips, 1);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut upload = Running::spawn(state.path(), &args);
     wait_for_proxy(&proxy, &mut upload, "3 MiB sent", |s| {
@@ -453,8 +460,7 @@ async fn an_upload_survives_the_server_being_killed_mid_part() {
 
     proxy.set_schedule(crawl_first_connection);
     // One file at a time, so no clip can finish before the fault.
-    let mut args = upload_args(&clips);
-    args.extend(["--parallel-files".to_owned(), "1".to_owned()]);
+    let args = upload_args(&clips, 1);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut upload = Running::spawn(state.path(), &args);
     wait_for_proxy(&proxy, &mut upload, "4 MiB sent", |s| {
