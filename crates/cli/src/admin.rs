@@ -340,6 +340,7 @@ pub async fn check(data: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// JSON array, or an aligned table of `columns`.
 fn print_rows(rows: &[Value], as_json: bool, columns: &[&str]) {
     if as_json {
         println!(
