@@ -135,3 +135,45 @@ async fn a_full_disk_answers_507_keeps_serving_reads_and_recovers_with_no_torn_f
     assert_complete_with(&app, &asset.id, &second);
     assert_complete_with(&app, &stored.id, &first);
 }
+
+/// PostgreSQL out of disk: SQLSTATE 53100 (`disk_full`), raised here by a trigger as
+/// PostgreSQL raises it when it cannot extend a file. Asset creation is 507 saying the disk
+/// is full, with `Retry-After`, nothing half-made; once space is back it goes through.
+#[tokio::test]
+async fn postgresql_out_of_disk_answers_507_and_recovers() {
+    let app = spawn_app().await;
+    if app.database_url.is_none() {
+        eprintln!("skipped with SQLite: its full disk is the tmpfs test above");
+        return;
+    }
+    let tokens = app.pair("pg-full-cam").await;
+    app.sql(
+        "CREATE FUNCTION rushes_test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           RAISE EXCEPTION 'could not extend file: No space left on device'
+             USING ERRCODE = '53100';
+         END $$",
+    );
+    app.sql(
+        "CREATE TRIGGER disk_full BEFORE INSERT ON assets
+         FOR EACH ROW EXECUTE FUNCTION rushes_test_disk_full()",
+    );
+    let body = serde_json::json!({
+        "name": "A001_C001.MOV", "filesize": 1000, "filetype": "video/quicktime"
+    });
+    let res = app
+        .create_asset_raw(&tokens.access_token, body.clone())
+        .await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_disk_full(res, "an asset create with PostgreSQL out of disk").await;
+    assert!(
+        app.cli_json(&["asset", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    app.sql("DROP TRIGGER disk_full ON assets");
+    let res = app.create_asset_raw(&tokens.access_token, body).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
