@@ -377,7 +377,9 @@ async fn device_loop(
     let mut n = 0;
     loop {
         tokio::time::sleep(Duration::from_secs_f64(think * rng.unit())).await;
-        while finished.unchecked_bytes.load(Ordering::Relaxed) > finished.backlog_limit {
+        while finished.unchecked_bytes.load(Ordering::Relaxed) > finished.backlog_limit
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(500)).await;
             lock(&tally).held_back_secs += 0.5;
         }
@@ -554,7 +556,10 @@ impl Checker {
             .filter_map(|e| Some((e["id"].as_str()?.to_owned(), e.clone())))
             .collect();
         for file in &sent {
-            if self.checked.contains(&file.asset_id) {
+            // Each file is settled once, checked or corrupt, and leaves the backlog once.
+            if self.checked.contains(&file.asset_id)
+                || self.corrupted.iter().any(|c| c.starts_with(&file.asset_id))
+            {
                 continue;
             }
             let Some(entry) = by_id.get(&file.asset_id) else {
@@ -582,7 +587,7 @@ impl Checker {
                 if self.prune {
                     let _ = std::fs::remove_file(&on_disk);
                 }
-            } else if !self.corrupted.iter().any(|c| c.starts_with(&file.asset_id)) {
+            } else {
                 self.corrupted
                     .push(format!("{} ({})", file.asset_id, on_disk.display()));
                 self.finished
