@@ -384,40 +384,26 @@ fn fresh_database() -> Option<String> {
         .filter(|u| !u.is_empty())?;
     let base = base.trim_end_matches('/');
     let name = format!("rushes_test_{}", uuid::Uuid::new_v4().simple());
+    psql(
+        &format!("{base}/postgres"),
+        &format!("CREATE DATABASE {name}"),
+    );
+    // So that `rushes check` checks indexes and tables too (it needs a superuser once).
+    psql(&format!("{base}/{name}"), "CREATE EXTENSION amcheck");
+    Some(format!("{base}/{name}"))
+}
+
+/// Runs one SQL statement with `psql` on the database at `url`; panics if it fails.
+fn psql(url: &str, statement: &str) {
     let out = Command::new("psql")
-        .arg(format!("{base}/postgres"))
-        .args([
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
+        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", statement])
         .output()
         .expect("run psql (install postgresql-client)");
     assert!(
         out.status.success(),
-        "creating a test database failed: {}",
+        "psql {statement}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // So that `rushes check` checks indexes and tables too (it needs a superuser once).
-    let out = Command::new("psql")
-        .arg(format!("{base}/{name}"))
-        .args([
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            "-c",
-            "CREATE EXTENSION amcheck",
-        ])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "CREATE EXTENSION amcheck failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(format!("{base}/{name}"))
 }
 
 fn start(
@@ -645,17 +631,14 @@ impl TestServer {
     /// Runs one SQL statement on the server's database behind its back (`sqlite3` or
     /// `psql`), as damage or a bug could: for tests of what notices.
     pub fn sql(&self, statement: &str) {
-        let out = match &self.database_url {
-            Some(url) => Command::new("psql")
-                .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", statement])
-                .output()
-                .expect("run psql"),
-            None => Command::new("sqlite3")
-                .arg(self.data.join("rushes.db"))
-                .args([".timeout 10000", statement])
-                .output()
-                .expect("run sqlite3 (apt-get install sqlite3)"),
-        };
+        if let Some(url) = &self.database_url {
+            return psql(url, statement);
+        }
+        let out = Command::new("sqlite3")
+            .arg(self.data.join("rushes.db"))
+            .args([".timeout 10000", statement])
+            .output()
+            .expect("run sqlite3 (apt-get install sqlite3)");
         assert!(
             out.status.success(),
             "{statement}: {}",
