@@ -42,8 +42,10 @@ pub type DbResult<T> = Result<T, sqlx::Error>;
 
 /// Every SQLite connection: FULL makes a commit reach the disk before we answer 200 (power
 /// loss too); the busy timeout covers other processes on the same file (admin commands, a
-/// second server).
-const SQLITE_PRAGMAS: &str = "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000";
+/// second server); a savepoint's undo copies of pages (every write is one, see [`writer`])
+/// stay in memory instead of going through a temporary file.
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY";
 pub(crate) type Tx = writer::WriteTx;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,9 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
             .acquire_timeout(Duration::from_secs(10))
+            // A ping before each use is a round trip to the connection's thread that a local
+            // file cannot fail; a PostgreSQL server can drop a connection.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
