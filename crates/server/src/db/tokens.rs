@@ -25,6 +25,17 @@ pub struct Authenticated {
     pub client_version: String,
     pub last_seen_at: Option<i64>,
     pub device_name: String,
+    /// When the device's last pause ended (`i64::MAX` while one is open); `None` if it was
+    /// never paused. Read with the token, so a create by a device that was not paused at
+    /// its recording time needs no query of its own for that.
+    pub pauses_end: Option<i64>,
+}
+
+impl Authenticated {
+    /// Whether a pause window may cover `at` (then [`Db::was_paused_at`] says for sure).
+    pub fn maybe_paused_at(&self, at: i64) -> bool {
+        self.pauses_end.is_some_and(|end| end > at)
+    }
 }
 
 #[derive(Debug)]
@@ -72,7 +83,9 @@ impl Db {
     pub async fn authenticate(&self, access_token: &str) -> DbResult<Option<Authenticated>> {
         sqlx::query_as(
             "SELECT d.id AS device_id, g.id AS grant_id, g.project_id, g.scopes, d.client_version, d.last_seen_at,
-                    d.name AS device_name
+                    d.name AS device_name,
+                    (SELECT MAX(COALESCE(w.ended_at, 9223372036854775807)) FROM pause_windows w
+                     WHERE w.device_id = d.id) AS pauses_end
              FROM token_pairs t
              JOIN grants g ON g.id = t.grant_id
              JOIN devices d ON d.id = g.device_id

@@ -125,10 +125,11 @@ pub async fn create(
         None => return Err(ApiError::invalid_field("filesize", "is required")),
     };
 
-    if state
-        .db
-        .was_paused_at(&device.device_id, channel, recorded_at)
-        .await?
+    if device.maybe_paused_at(recorded_at)
+        && state
+            .db
+            .was_paused_at(&device.device_id, channel, recorded_at)
+            .await?
     {
         return Err(ApiError::channel_paused());
     }
