@@ -141,6 +141,20 @@ async fn check_passes_an_intact_database_and_names_what_breaks_a_rule() {
             && intact.contains("database: ok"),
         "{intact}"
     );
+    if app.database_url.is_some() {
+        // Without amcheck (an operator who may not create extensions) the rules still run,
+        // and the output says what was left out and how to add it.
+        app.sql("DROP EXTENSION amcheck");
+        let without = app.cli(&["check"]);
+        assert!(
+            without.contains("skipped: PostgreSQL index and table check")
+                && without.contains("CREATE EXTENSION amcheck")
+                && !without.contains("PostgreSQL amcheck of")
+                && without.contains("consistency rules")
+                && without.contains("database: ok"),
+            "{without}"
+        );
+    }
 
     // What a transaction torn by a crash would leave: complete, without its parts or hash.
     app.sql(&format!(
