@@ -10,7 +10,7 @@
 //! source's, and the database must pass its integrity check. Prints a table, writes JSON,
 //! and exits non-zero when anything was lost or corrupted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -248,11 +248,14 @@ fn main() -> anyhow::Result<()> {
         .into_inner()
         .map_err(|_| anyhow::anyhow!("checker lock poisoned"))?;
     let listed = checker.settle(Duration::from_secs(180))?;
-    let corrupted = checker.corrupted.clone();
+    let corrupted: Vec<String> = checker
+        .corrupted
+        .iter()
+        .map(|(id, on_disk)| format!("{id} ({})", on_disk.display()))
+        .collect();
     let lost: Vec<String> = sent
         .iter()
-        .filter(|f| !checker.checked.contains(&f.asset_id))
-        .filter(|f| !corrupted.iter().any(|c| c.starts_with(&f.asset_id)))
+        .filter(|f| !checker.settled(&f.asset_id))
         .map(|f| {
             format!(
                 "{} ({})",
@@ -508,7 +511,8 @@ struct Checker {
     finished: Arc<Finished>,
     /// Asset ids that checked out.
     checked: HashSet<String>,
-    corrupted: Vec<String>,
+    /// Asset ids that did not, with their file on disk.
+    corrupted: BTreeMap<String, PathBuf>,
 }
 
 impl Checker {
@@ -525,8 +529,13 @@ impl Checker {
             prune,
             finished,
             checked: HashSet::new(),
-            corrupted: Vec::new(),
+            corrupted: BTreeMap::new(),
         })
+    }
+
+    /// Checked out or found corrupt: either way done with, and out of the backlog.
+    fn settled(&self, asset_id: &str) -> bool {
+        self.checked.contains(asset_id) || self.corrupted.contains_key(asset_id)
     }
 
     /// An admin command on the server's data and database.
@@ -556,10 +565,8 @@ impl Checker {
             .filter_map(|e| Some((e["id"].as_str()?.to_owned(), e.clone())))
             .collect();
         for file in &sent {
-            // Each file is settled once, checked or corrupt, and leaves the backlog once.
-            if self.checked.contains(&file.asset_id)
-                || self.corrupted.iter().any(|c| c.starts_with(&file.asset_id))
-            {
+            // Each file is settled once, so it leaves the backlog once.
+            if self.settled(&file.asset_id) {
                 continue;
             }
             let Some(entry) = by_id.get(&file.asset_id) else {
@@ -581,19 +588,15 @@ impl Checker {
                 && entry["size"] == file.size
             {
                 self.checked.insert(file.asset_id.clone());
-                self.finished
-                    .unchecked_bytes
-                    .fetch_sub(file.size, Ordering::Relaxed);
                 if self.prune {
                     let _ = std::fs::remove_file(&on_disk);
                 }
             } else {
-                self.corrupted
-                    .push(format!("{} ({})", file.asset_id, on_disk.display()));
-                self.finished
-                    .unchecked_bytes
-                    .fetch_sub(file.size, Ordering::Relaxed);
+                self.corrupted.insert(file.asset_id.clone(), on_disk);
             }
+            self.finished
+                .unchecked_bytes
+                .fetch_sub(file.size, Ordering::Relaxed);
         }
         Ok(by_id)
     }
@@ -604,11 +607,7 @@ impl Checker {
         let sent: Vec<Sent> = lock(&self.finished.files).clone();
         loop {
             let listed = self.check()?;
-            let open = sent
-                .iter()
-                .filter(|f| !self.checked.contains(&f.asset_id))
-                .filter(|f| !self.corrupted.iter().any(|c| c.starts_with(&f.asset_id)))
-                .count();
+            let open = sent.iter().filter(|f| !self.settled(&f.asset_id)).count();
             if open == 0 || Instant::now() > deadline {
                 return Ok(listed);
             }
