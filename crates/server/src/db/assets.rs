@@ -156,7 +156,8 @@ impl Db {
     /// `clip (2).mov`, ...): names never overwrite each other.
     pub async fn create_asset(&self, new: &NewAsset) -> DbResult<Asset> {
         let now = now_ms();
-        let mut tx = self.begin_write().await?;
+        // Each INSERT either makes the asset or, on a taken name, nothing.
+        let mut tx = self.begin_standalone_writes().await?;
         let id = new_id();
         let (part_size, part_count) = match new.plan {
             Some(p) => (Some(to_i64(p.part_size)), Some(i64::from(p.count))),

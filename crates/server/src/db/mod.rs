@@ -42,7 +42,7 @@ pub type DbResult<T> = Result<T, sqlx::Error>;
 
 /// Every SQLite connection: FULL makes a commit reach the disk before we answer 200 (power
 /// loss too); the busy timeout covers other processes on the same file (admin commands, a
-/// second server); a savepoint's undo copies of pages (every write is one, see [`writer`])
+/// second server); a savepoint's undo copies of pages (multi-statement writes, see [`writer`])
 /// stay in memory instead of going through a temporary file.
 const SQLITE_PRAGMAS: &str =
     "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY";
@@ -125,8 +125,19 @@ impl Db {
     /// connection, which holds the write lock (`BEGIN IMMEDIATE`), so a transaction that
     /// reads first never fails to upgrade; see [`writer`] for how commits are grouped.
     pub(crate) async fn begin_write(&self) -> DbResult<Tx> {
+        self.begin_guarded(writer::Guard::Savepoint).await
+    }
+
+    /// Starts a transaction whose statements each stand alone: on SQLite, one that failed
+    /// leaves nothing behind and the others are committed, caller or no caller (see
+    /// [`writer::Guard::None`]). Cheaper than [`Db::begin_write`] when that is enough.
+    pub(crate) async fn begin_standalone_writes(&self) -> DbResult<Tx> {
+        self.begin_guarded(writer::Guard::None).await
+    }
+
+    async fn begin_guarded(&self, guard: writer::Guard) -> DbResult<Tx> {
         match &self.writer {
-            Some(writer) => writer.begin().await,
+            Some(writer) => writer.begin(guard).await,
             None => Ok(writer::WriteTx::pooled(self.pool.begin().await?)),
         }
     }
@@ -136,7 +147,7 @@ impl Db {
         &self,
         query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
     ) -> DbResult<sqlx::any::AnyQueryResult> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_standalone_writes().await?;
         let done = query.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done)

@@ -9,6 +9,12 @@
 //! `commit()` returns only after that `COMMIT` is on disk, so an acknowledged write is as
 //! durable as before; a caller that fails or is dropped rolls back only its own savepoint.
 //!
+//! A caller whose statements each stand alone (one `INSERT`, say) needs no savepoint: SQLite
+//! undoes a failed statement by itself, and one that succeeded is meant to be committed.
+//! [`Writer::begin`] with `Guard::None` skips the savepoint, which saves a round trip to
+//! SQLite's thread while everyone else waits for the connection, and the copies of every
+//! page the caller touches that a savepoint keeps for its undo.
+//!
 //! PostgreSQL needs none of this (its commits already overlap), so there [`WriteTx`] is a
 //! plain pooled transaction.
 
@@ -57,21 +63,30 @@ impl Writer {
     }
 
     /// Waits for the connection (callers queue in arrival order), opens the shared
-    /// transaction if none is open, and starts this caller's savepoint.
-    pub(crate) async fn begin(&self) -> DbResult<WriteTx> {
+    /// transaction if none is open, and starts this caller's savepoint if `guard` asks.
+    pub(crate) async fn begin(&self, guard: Guard) -> DbResult<WriteTx> {
         let (state, work) = (self.state.clone(), self.work.clone());
+        let savepoint = guard == Guard::Savepoint;
         // Spawned, so that a caller dropped halfway (its client went away) cannot leave a
         // statement running that the bookkeeping (`open`) does not know about; if the
         // caller is gone, the finished `WriteTx` is dropped, which undoes the savepoint.
         run_to_end(async move {
             let mut guard = state.lock_owned().await;
             guard.undo_abandoned().await;
-            let start = match (guard.open, guard.release_pending) {
-                (false, _) => "BEGIN IMMEDIATE; SAVEPOINT caller",
-                (true, true) => "RELEASE SAVEPOINT caller; SAVEPOINT caller",
-                (true, false) => "SAVEPOINT caller",
+            let start = match (savepoint, guard.open, guard.release_pending) {
+                (true, false, _) => Some("BEGIN IMMEDIATE; SAVEPOINT caller"),
+                (true, true, true) => Some("RELEASE SAVEPOINT caller; SAVEPOINT caller"),
+                (true, true, false) => Some("SAVEPOINT caller"),
+                (false, false, _) => Some("BEGIN IMMEDIATE"),
+                // An open savepoint would make SQLite keep undo copies of this caller's pages.
+                (false, true, true) => Some("RELEASE SAVEPOINT caller"),
+                (false, true, false) => None,
             };
-            if let Err(e) = guard.conn.execute(start).await {
+            let started = match start {
+                Some(sql) => guard.conn.execute(sql).await.map(|_| ()),
+                None => Ok(()),
+            };
+            if let Err(e) = started {
                 // Whatever state that left the connection in, the next caller starts from
                 // no transaction rather than failing behind this one for ever.
                 guard.fail_batch(&e).await;
@@ -82,6 +97,7 @@ impl Writer {
             Ok(WriteTx(Inner::Batched {
                 guard: Some(guard),
                 work,
+                savepoint,
             }))
         })
         .await
@@ -147,6 +163,16 @@ async fn commit_loop(state: std::sync::Weak<Mutex<WriterState>>, work: Arc<Notif
     }
 }
 
+/// What undoes a caller's writes if it fails or goes away before committing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guard {
+    /// A savepoint: all of the caller's statements or none.
+    Savepoint,
+    /// Nothing: each statement is atomic on its own, and what succeeded is committed even
+    /// if the caller is not there to see it (as if its answer was lost after the commit).
+    None,
+}
+
 /// A write transaction: a savepoint in the shared SQLite transaction, or a pooled
 /// PostgreSQL transaction. Dereferences to the connection, like `sqlx::Transaction`.
 /// Dropped without [`WriteTx::commit`], its changes are rolled back.
@@ -157,6 +183,7 @@ enum Inner {
     Batched {
         guard: Option<OwnedMutexGuard<WriterState>>,
         work: Arc<Notify>,
+        savepoint: bool,
     },
 }
 
@@ -167,20 +194,24 @@ impl WriteTx {
 
     /// Makes the changes durable; returns once they are committed to disk.
     pub(crate) async fn commit(mut self) -> DbResult<()> {
-        let (mut guard, work) = match &mut self.0 {
+        let (mut guard, work, savepoint) = match &mut self.0 {
             Inner::Pooled(tx) => {
                 return match tx.take() {
                     Some(tx) => tx.commit().await,
                     None => Err(sqlx::Error::PoolClosed),
                 };
             }
-            Inner::Batched { guard, work } => match guard.take() {
-                Some(guard) => (guard, work.clone()),
+            Inner::Batched {
+                guard,
+                work,
+                savepoint,
+            } => match guard.take() {
+                Some(guard) => (guard, work.clone(), *savepoint),
                 None => return Err(sqlx::Error::PoolClosed),
             },
         };
         // No await until the hand-over is done: a caller going away cannot cut it short.
-        guard.release_pending = true;
+        guard.release_pending = savepoint;
         let (tx, rx) = oneshot::channel();
         guard.members.push(tx);
         drop(guard);
@@ -198,10 +229,17 @@ impl WriteTx {
 
 impl Drop for WriteTx {
     fn drop(&mut self) {
-        if let Inner::Batched { guard, work } = &mut self.0
+        if let Inner::Batched {
+            guard,
+            work,
+            savepoint,
+        } = &mut self.0
             && let Some(mut guard) = guard.take()
         {
-            guard.abandoned = true;
+            // Without a savepoint there is nothing to undo: a statement that failed was
+            // undone by SQLite, and if the failure ended the shared transaction, its `COMMIT`
+            // fails and every caller in the batch hears so.
+            guard.abandoned = *savepoint;
             drop(guard);
             work.notify_one();
         }
@@ -265,6 +303,19 @@ mod tests {
         let mut c = db.begin_write().await.unwrap();
         insert(&mut c, "c").await.unwrap();
         c.commit().await.unwrap();
+        // Without a savepoint, a failed statement leaves nothing and one that succeeded
+        // stays, even when its caller goes away before committing; a savepoint caller
+        // dropped right after still undoes only its own write.
+        let mut standalone = db.begin_standalone_writes().await.unwrap();
+        assert!(insert(&mut standalone, "c").await.is_err(), "key c exists");
+        insert(&mut standalone, "s1").await.unwrap();
+        drop(standalone);
+        let mut dropped = db.begin_write().await.unwrap();
+        insert(&mut dropped, "dropped").await.unwrap();
+        drop(dropped);
+        let mut standalone = db.begin_standalone_writes().await.unwrap();
+        insert(&mut standalone, "s2").await.unwrap();
+        standalone.commit().await.unwrap();
         // Many at once share commits; each returns once its own write is committed.
         let writes = (0..50).map(|i| {
             let db = db.clone();
@@ -287,10 +338,12 @@ mod tests {
             .unwrap();
         let mut expected: Vec<String> = vec!["a".into(), "c".into()];
         expected.extend((0..50).map(|i| format!("k{i:02}")));
+        expected.extend(["s1".into(), "s2".into()]);
         let ours: Vec<String> = keys
             .into_iter()
             .filter(|k| {
-                k == "a" || k == "c" || k.starts_with('k') || k == "dropped" || k == "failed"
+                ["a", "c", "s1", "s2", "dropped", "failed"].contains(&k.as_str())
+                    || k.starts_with('k')
             })
             .collect();
         assert_eq!(ours, expected);
