@@ -574,6 +574,8 @@ struct ListedPartXml {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -603,6 +605,98 @@ mod tests {
         }
         headers.clear();
         assert!(matches!(object_size(&headers), Err(S3Error::Garbled(_))));
+    }
+
+    /// A store that misbehaves on purpose, by key: `ranged` honours `Range`, `whole`
+    /// ignores it, `empty` is an empty object (416 for byte 0), `short-first` and
+    /// `short-later` send fewer bytes than asked in the first or a later range,
+    /// `whole-later` ignores `Range` after the first, anything else is 404.
+    async fn misbehaving_store(object: Arc<Vec<u8>>) -> S3Store {
+        use axum::http::{HeaderMap, header};
+        use axum::response::IntoResponse;
+
+        let serve = move |axum::extract::Path(key): axum::extract::Path<String>,
+                          headers: HeaderMap| {
+            let object = object.clone();
+            async move {
+                let total = object.len();
+                let range = headers
+                    .get(header::RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("bytes="))
+                    .and_then(|v| v.split_once('-'))
+                    .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
+                let whole = || (StatusCode::OK, object.to_vec()).into_response();
+                let Some((start, last)) = range else {
+                    return whole();
+                };
+                let end = (last + 1).min(total);
+                let mut body = object[start..end].to_vec();
+                match key.as_str() {
+                    "whole" => return whole(),
+                    "whole-later" if start > 0 => return whole(),
+                    "empty" => return StatusCode::RANGE_NOT_SATISFIABLE.into_response(),
+                    "short-first" if start == 0 => body.truncate(body.len() / 2),
+                    "short-later" if start > 0 => body.truncate(body.len() / 2),
+                    "ranged" | "whole-later" | "short-first" | "short-later" => {}
+                    _ => return StatusCode::NOT_FOUND.into_response(),
+                }
+                let content_range = format!("bytes {start}-{}/{total}", end - 1);
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    [(header::CONTENT_RANGE, content_range)],
+                    body,
+                )
+                    .into_response()
+            }
+        };
+        let app = axum::Router::new().route("/bucket/{key}", axum::routing::get(serve));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        S3Store::new(&S3Config {
+            endpoint,
+            bucket: "bucket".into(),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key: "key".into(),
+            secret_key: "secret".into(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_read_back_hashes_what_the_store_sends_and_refuses_short_answers() {
+        // Three ranges, the last one short of a full range.
+        let object: Vec<u8> = (0..2 * READ_RANGE + 1000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let expected = hex(&Sha256::digest(&object));
+        let store = misbehaving_store(Arc::new(object.clone())).await;
+
+        for key in ["ranged", "whole"] {
+            let read = store.hash_object(key).await.unwrap();
+            assert_eq!(
+                (read.sha256.as_str(), read.size),
+                (expected.as_str(), object.len() as u64),
+                "{key}"
+            );
+        }
+        let empty = store.hash_object("empty").await.unwrap();
+        assert_eq!(empty.sha256, hex(&Sha256::digest(b"")));
+        assert_eq!(empty.size, 0);
+        for key in ["short-first", "short-later", "whole-later"] {
+            match store.hash_object(key).await {
+                Err(S3Error::Garbled(message)) => {
+                    assert!(message.contains("asked for bytes"), "{key}: {message}")
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        match store.hash_object("missing").await {
+            Err(S3Error::Refused { status, .. }) => assert_eq!(status, StatusCode::NOT_FOUND),
+            other => panic!("missing: {other:?}"),
+        }
     }
 
     #[test]
