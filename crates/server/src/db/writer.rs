@@ -284,6 +284,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_commit_is_reported_undone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+        // A deferred foreign key is checked at COMMIT: the way to make one fail on demand.
+        let mut setup = db.begin_write().await.unwrap();
+        sqlx::query(
+            "CREATE TABLE refs (key TEXT REFERENCES settings (key) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .execute(&mut *setup)
+        .await
+        .unwrap();
+        setup.commit().await.unwrap();
+
+        let mut bad = db.begin_write().await.unwrap();
+        insert(&mut bad, "written").await.unwrap();
+        sqlx::query("INSERT INTO refs (key) VALUES ('nowhere')")
+            .execute(&mut *bad)
+            .await
+            .unwrap();
+        let failed = bad.commit().await.unwrap_err();
+        assert!(failed.to_string().contains("commit failed"), "{failed}");
+
+        let mut good = db.begin_write().await.unwrap();
+        insert(&mut good, "after").await.unwrap();
+        good.commit().await.unwrap();
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT key FROM settings WHERE key IN ('written', 'after') UNION ALL SELECT key FROM refs",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(keys, ["after"]);
+    }
+
+    #[tokio::test]
     async fn callers_commit_alone_or_together_and_a_dropped_or_failed_one_undoes_only_itself() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_sqlite(&dir.path().join("t.db")).await.unwrap();
