@@ -175,7 +175,8 @@ pub(crate) enum Guard {
 
 /// A write transaction: a savepoint in the shared SQLite transaction, or a pooled
 /// PostgreSQL transaction. Dereferences to the connection, like `sqlx::Transaction`.
-/// Dropped without [`WriteTx::commit`], its changes are rolled back.
+/// Dropped without [`WriteTx::commit`], its changes are rolled back (with [`Guard::None`],
+/// its statements that succeeded stay and are committed with the others).
 pub(crate) struct WriteTx(Inner);
 
 enum Inner {
@@ -238,7 +239,7 @@ impl Drop for WriteTx {
         {
             // Without a savepoint there is nothing to undo: a statement that failed was
             // undone by SQLite, and if the failure ended the shared transaction, its `COMMIT`
-            // fails and every caller in the batch hears so.
+            // fails and every caller waiting for it hears so.
             guard.abandoned = *savepoint;
             drop(guard);
             work.notify_one();
