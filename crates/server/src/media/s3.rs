@@ -574,8 +574,6 @@ struct ListedPartXml {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     #[test]
@@ -611,7 +609,7 @@ mod tests {
     /// ignores it, `empty` is an empty object (416 for byte 0), `short-first` and
     /// `short-later` send fewer bytes than asked in the first or a later range,
     /// `whole-later` ignores `Range` after the first, anything else is 404.
-    async fn misbehaving_store(object: Arc<Vec<u8>>) -> S3Store {
+    async fn misbehaving_store(object: Bytes) -> S3Store {
         use axum::http::{HeaderMap, header};
         use axum::response::IntoResponse;
 
@@ -626,12 +624,12 @@ mod tests {
                     .and_then(|v| v.strip_prefix("bytes="))
                     .and_then(|v| v.split_once('-'))
                     .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
-                let whole = || (StatusCode::OK, object.to_vec()).into_response();
+                let whole = || (StatusCode::OK, object.clone()).into_response();
                 let Some((start, last)) = range else {
                     return whole();
                 };
                 let end = (last + 1).min(total);
-                let mut body = object[start..end].to_vec();
+                let mut body = object.slice(start..end);
                 match key.as_str() {
                     "whole" => return whole(),
                     "whole-later" if start > 0 => return whole(),
@@ -672,7 +670,7 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         let expected = hex(&Sha256::digest(&object));
-        let store = misbehaving_store(Arc::new(object.clone())).await;
+        let store = misbehaving_store(Bytes::from(object.clone())).await;
 
         for key in ["ranged", "whole"] {
             let read = store.hash_object(key).await.unwrap();
