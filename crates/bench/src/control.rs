@@ -90,7 +90,7 @@ pub struct Rate {
     pub p99_ms: f64,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub enum Call {
     /// `GET /health`: the same server, TLS and HTTP stack, no work.
     Noop,
@@ -105,6 +105,7 @@ pub async fn run(
     call: Call,
     duration: Duration,
 ) -> anyhow::Result<Rate> {
+    eprintln!("   {call:?} for {} s", duration.as_secs());
     let url = server.url.clone();
     let deadline = Instant::now() + duration;
     let start = Instant::now();
