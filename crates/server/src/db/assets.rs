@@ -154,47 +154,23 @@ const ASSET_COLUMNS: &str =
 impl Db {
     /// Creates the asset under the first free name in its folder (`clip.mov`,
     /// `clip (2).mov`, ...): names never overwrite each other.
+    /// On SQLite, creates queue to be inserted many at once (see [`super::create_queue`]).
     pub async fn create_asset(&self, new: &NewAsset) -> DbResult<Asset> {
+        if let Some(queue) = &self.creates {
+            return queue.create(new.clone()).await;
+        }
         let now = now_ms();
+        let mut row = AssetRow::new(new.clone());
         // Each INSERT either makes the asset or, on a taken name, nothing.
         let mut tx = self.begin_standalone_writes().await?;
-        let id = new_id();
-        let (part_size, part_count) = match new.plan {
-            Some(p) => (Some(to_i64(p.part_size)), Some(i64::from(p.count))),
-            None => (None, None),
-        };
-        let mut n = 1;
         let asset = loop {
-            let path = format!("{}/{}", new.folder, new.name.with_suffix(n));
-            let inserted: Option<Asset> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO assets (id, project_id, device_id, name, path, filetype, filesize, channel,
-                                     offset_secs, recorded_at, realtime, auto_version_id, part_size,
-                                     part_count, state, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'uploading', $15)
-                 ON CONFLICT (project_id, path) DO NOTHING
-                 RETURNING {ASSET_COLUMNS}"
-            )))
-            .bind(&id)
-            .bind(&new.project_id)
-            .bind(&new.device_id)
-            .bind(new.name.as_str())
-            .bind(&path)
-            .bind(&new.filetype)
-            .bind(new.filesize.map(to_i64))
-            .bind(new.channel)
-            .bind(new.offset_secs)
-            .bind(new.recorded_at)
-            .bind(i64::from(new.plan.is_none()))
-            .bind(new.auto_version_id.as_deref())
-            .bind(part_size)
-            .bind(part_count)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(asset) = inserted {
+            let made = insert_statement(&[&row], now, InsertSql::Portable)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(asset) = made {
                 break asset;
             }
-            n += 1;
+            row.next_name();
         };
         tx.commit().await?;
         Ok(asset)
@@ -585,4 +561,113 @@ async fn rename_from(
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An asset on its way into the table: its id is fixed, its name's suffix moves on while
+/// the name is taken.
+pub(crate) struct AssetRow {
+    new: NewAsset,
+    id: String,
+    /// 1 for `clip.mov`, 2 for `clip (2).mov`, ...
+    suffix: u32,
+}
+
+impl AssetRow {
+    pub(crate) fn new(new: NewAsset) -> AssetRow {
+        AssetRow {
+            new,
+            id: new_id(),
+            suffix: 1,
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Moves on to the next name: `clip (2).mov` after `clip.mov`, and so on.
+    pub(crate) fn next_name(&mut self) {
+        self.suffix += 1;
+    }
+}
+
+/// Most rows one `INSERT` carries: 15 parameters each, far below either engine's limit.
+pub(crate) const MAX_ROWS_PER_INSERT: usize = 256;
+
+/// How [`insert_statement`] writes its SQL.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum InsertSql {
+    /// `$N` parameters, for either engine.
+    Portable,
+    /// For SQLite's writer ([`super::writer::Writer::fetch_and_commit`]): between the
+    /// given opening and closing SQL, with `?` parameters. sqlx finds each `$N` by
+    /// looking it up among the statement's parameter names, which makes binding a
+    /// many-row `INSERT` quadratic; `?` parameters are bound in order.
+    Wrapped(&'static str, &'static str),
+}
+
+/// One `INSERT` of all `rows` that returns the assets it made: a row whose name is taken
+/// makes none (try it again after [`AssetRow::next_name`]).
+pub(crate) fn insert_statement(
+    rows: &[&AssetRow],
+    now: Millis,
+    sql: InsertSql,
+) -> sqlx::query::QueryAs<'static, sqlx::Any, Asset, sqlx::any::AnyArguments> {
+    const COLUMNS: usize = 15;
+    let (opening, closing) = match sql {
+        InsertSql::Portable => ("", ""),
+        InsertSql::Wrapped(opening, closing) => (opening, closing),
+    };
+    let mut text = format!(
+        "{opening}INSERT INTO assets (id, project_id, device_id, name, path, filetype, filesize,
+                                     channel, offset_secs, recorded_at, realtime, auto_version_id,
+                                     part_size, part_count, created_at, state)
+         VALUES "
+    );
+    for i in 0..rows.len() {
+        let params: Vec<String> = match sql {
+            InsertSql::Portable => (1..=COLUMNS)
+                .map(|n| format!("${}", i * COLUMNS + n))
+                .collect(),
+            InsertSql::Wrapped(..) => vec!["?".to_owned(); COLUMNS],
+        };
+        if i > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(&format!("({}, 'uploading')", params.join(", ")));
+    }
+    text.push_str(&format!(
+        " ON CONFLICT (project_id, path) DO NOTHING RETURNING {ASSET_COLUMNS}{closing}"
+    ));
+    // Statements of other sizes would push the ones the connection reuses out of its cache.
+    let mut insert =
+        sqlx::query_as::<_, Asset>(sqlx::AssertSqlSafe(text)).persistent(rows.len() == 1);
+    for row in rows {
+        let new = &row.new;
+        let (part_size, part_count) = match new.plan {
+            Some(p) => (Some(to_i64(p.part_size)), Some(i64::from(p.count))),
+            None => (None, None),
+        };
+        insert = insert
+            .bind(row.id.clone())
+            .bind(new.project_id.clone())
+            .bind(new.device_id.clone())
+            .bind(new.name.as_str().to_owned())
+            .bind(format!(
+                "{}/{}",
+                new.folder,
+                new.name.with_suffix(row.suffix)
+            ))
+            .bind(new.filetype.clone())
+            .bind(new.filesize.map(to_i64))
+            .bind(new.channel)
+            .bind(new.offset_secs)
+            .bind(new.recorded_at)
+            .bind(i64::from(new.plan.is_none()))
+            .bind(new.auto_version_id.clone())
+            .bind(part_size)
+            .bind(part_count)
+            .bind(now);
+    }
+    insert
 }

@@ -12,6 +12,7 @@
 
 mod assets;
 mod check;
+mod create_queue;
 mod devices;
 mod pairing;
 mod projects;
@@ -60,6 +61,8 @@ pub struct Db {
     backend: Backend,
     /// SQLite only: the connection every write goes through (group commit).
     writer: Option<Arc<writer::Writer>>,
+    /// SQLite only: where asset creates wait to be inserted many at once.
+    creates: Option<Arc<create_queue::CreateQueue>>,
 }
 
 impl Db {
@@ -111,10 +114,12 @@ impl Db {
             }
             Backend::Postgres => None,
         };
+        let creates = writer.as_ref().map(create_queue::CreateQueue::start);
         let db = Db {
             pool,
             backend,
             writer,
+            creates,
         };
         // One folder for both engines: the SQL is portable (see the migrations' header).
         sqlx::migrate!("./migrations").run(&db.pool).await?;

@@ -15,13 +15,19 @@
 //! SQLite's thread while everyone else waits for the connection, and the copies of every
 //! page the caller touches that a savepoint keeps for its undo.
 //!
+//! A caller with one statement to commit at once can send it with its `BEGIN` and `COMMIT`
+//! in one round trip ([`Writer::fetch_and_commit`], used for asset creates by
+//! [`super::create_queue`]), committing whatever the shared transaction holds with it.
+//!
 //! PostgreSQL needs none of this (its commits already overlap), so there [`WriteTx`] is a
 //! plain pooled transaction.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use sqlx::{Any, AnyConnection, Executor, Transaction};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::QueryAs;
+use sqlx::{Any, AnyConnection, Executor, FromRow, Transaction};
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot};
 
 use super::{DbResult, run_to_end};
@@ -101,6 +107,53 @@ impl Writer {
             }))
         })
         .await
+    }
+}
+
+impl Writer {
+    /// Runs one statement that stands alone and commits it, with whatever else the shared
+    /// transaction holds, in one round trip to SQLite's thread: `statement` builds it,
+    /// wrapped in the given SQL (`BEGIN` when no transaction is open, and `COMMIT`). A
+    /// [`Writer::begin`] caller makes several hand-overs between tasks instead, each
+    /// waiting its turn on a busy server while the other writers wait for the connection.
+    /// If it fails, nothing of the statement stays (the others' writes are committed
+    /// without it); run it to the end, from a task that is not cancelled.
+    pub(crate) async fn fetch_and_commit<O>(
+        &self,
+        statement: impl FnOnce(&'static str, &'static str) -> QueryAs<'static, Any, O, AnyArguments>,
+    ) -> DbResult<Vec<O>>
+    where
+        O: Send + Unpin + for<'r> FromRow<'r, AnyRow>,
+    {
+        let mut state = self.state.lock().await;
+        state.undo_abandoned().await;
+        let began = !state.open;
+        let opening = if began { "BEGIN IMMEDIATE; " } else { "" };
+        match statement(opening, "; COMMIT")
+            .fetch_all(&mut state.conn)
+            .await
+        {
+            Ok(rows) => {
+                state.open = false;
+                state.release_pending = false;
+                for member in state.members.drain(..) {
+                    let _ = member.send(Ok(()));
+                }
+                Ok(rows)
+            }
+            Err(e) => {
+                if began {
+                    // Whether the BEGIN, the statement or the COMMIT failed, the
+                    // transaction held only the statement.
+                    let _ = state.conn.execute("ROLLBACK").await;
+                } else {
+                    // The statement failed, and the others' writes are still to commit;
+                    // or the COMMIT failed, and this one fails again and tells them.
+                    state.commit().await;
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -317,6 +370,45 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(keys, ["after"]);
+    }
+
+    #[tokio::test]
+    async fn a_statement_committed_at_once_takes_the_open_transaction_with_it_or_leaves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+        let writer = db.writer.clone().unwrap();
+        let statement = |key: &'static str| {
+            move |opening: &'static str, closing: &'static str| {
+                sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(format!(
+                    "{opening}INSERT INTO settings (key, value) VALUES ('{key}', 'v') RETURNING key{closing}"
+                )))
+            }
+        };
+        // Nothing open: BEGIN, the statement and COMMIT in one go.
+        let rows = writer.fetch_and_commit(statement("alone")).await.unwrap();
+        assert_eq!(rows, [("alone".to_owned(),)]);
+
+        for (key, fails) in [("a", true), ("b", false)] {
+            // A caller hands its write over for the next commit (its first poll), and the
+            // statement gets the connection before the committer does.
+            let mut tx = db.begin_write().await.unwrap();
+            insert(&mut tx, key).await.unwrap();
+            let mut commit = Box::pin(tx.commit());
+            assert!(futures_util::FutureExt::now_or_never(&mut commit).is_none());
+            // A taken key fails the statement; the caller's write is committed all the same.
+            let done = writer
+                .fetch_and_commit(statement(if fails { "alone" } else { "with-b" }))
+                .await;
+            assert_eq!(done.is_err(), fails, "{done:?}");
+            commit.await.unwrap();
+        }
+
+        let keys: Vec<String> =
+            sqlx::query_scalar("SELECT key FROM settings WHERE value = 'v' ORDER BY key")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(keys, ["a", "alone", "b", "with-b"]);
     }
 
     #[tokio::test]
