@@ -108,9 +108,7 @@ impl Writer {
         })
         .await
     }
-}
 
-impl Writer {
     /// Runs one statement that stands alone and commits it, with whatever else the shared
     /// transaction holds, in one round trip to SQLite's thread: `statement` builds it,
     /// wrapped in the given SQL (`BEGIN` when no transaction is open, and `COMMIT`). A
