@@ -605,7 +605,7 @@ mod tests {
         assert!(matches!(object_size(&headers), Err(S3Error::Garbled(_))));
     }
 
-    /// A store that misbehaves on purpose, by key: `ranged` honours `Range`, `whole`
+    /// A store that misbehaves on purpose, by key. Reading: `ranged` honours `Range`, `whole`
     /// ignores it, `empty` is an empty object (416 for byte 0), `short-first` and
     /// `short-later` send fewer bytes than asked in the first or a later range,
     /// `whole-later` ignores `Range` after the first, anything else is 404.
@@ -648,7 +648,21 @@ mod tests {
                     .into_response()
             }
         };
-        let app = axum::Router::new().route("/bucket/{key}", axum::routing::get(serve));
+        // Aborting a multipart upload: `aborts` succeeds, `gone` has no such upload,
+        // `refuses` is refused (a policy without the permission, say).
+        let abort = |axum::extract::Path(key): axum::extract::Path<String>| async move {
+            let error = |status, code| {
+                let xml = format!("<Error><Code>{code}</Code><Message>no</Message></Error>");
+                (status, xml).into_response()
+            };
+            match key.as_str() {
+                "aborts" => StatusCode::NO_CONTENT.into_response(),
+                "gone" => error(StatusCode::NOT_FOUND, "NoSuchUpload"),
+                _ => error(StatusCode::FORBIDDEN, "AccessDenied"),
+            }
+        };
+        let app =
+            axum::Router::new().route("/bucket/{key}", axum::routing::get(serve).delete(abort));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -694,6 +708,26 @@ mod tests {
         match store.hash_object("missing").await {
             Err(S3Error::Refused { status, .. }) => assert_eq!(status, StatusCode::NOT_FOUND),
             other => panic!("missing: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_abort_is_done_when_the_upload_is_gone_and_fails_when_refused() {
+        let store = misbehaving_store(Bytes::new()).await;
+        let upload = |key: &str| RemoteUpload {
+            key: key.to_owned(),
+            upload_id: "u".to_owned(),
+        };
+        store.abort(&upload("aborts")).await.unwrap();
+        store.abort(&upload("gone")).await.unwrap();
+        match store.abort(&upload("refuses")).await {
+            Err(S3Error::Refused { status, code, .. }) => {
+                assert_eq!(
+                    (status, code.as_str()),
+                    (StatusCode::FORBIDDEN, "AccessDenied")
+                )
+            }
+            other => panic!("{other:?}"),
         }
     }
 
