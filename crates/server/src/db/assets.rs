@@ -600,9 +600,10 @@ pub(crate) enum InsertSql {
     /// `$N` parameters, for either engine.
     Portable,
     /// For SQLite's writer ([`super::writer::Writer::fetch_and_commit`]): between the
-    /// given opening and closing SQL, with `?` parameters. sqlx finds each `$N` by
-    /// looking it up among the statement's parameter names, which makes binding a
-    /// many-row `INSERT` quadratic; `?` parameters are bound in order.
+    /// given opening and closing SQL, with `?` parameters. SQLite takes `$N` for a name:
+    /// parsing looks each one up among those before it, and binding (sqlx asks each
+    /// parameter's name) looks it up again, both quadratic in a many-row `INSERT`; `?`
+    /// parameters are numbered and bound in order.
     Wrapped(&'static str, &'static str),
 }
 
