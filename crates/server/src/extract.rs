@@ -101,10 +101,18 @@ impl<S: Send + Sync> FromRequest<S> for AuthFields {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        fn bad(e: impl axum::response::IntoResponse + std::fmt::Display) -> ApiError {
+        fn bad(e: impl axum::response::IntoResponse + std::error::Error) -> ApiError {
             // The reason, never the fields (they may hold secrets), for whoever integrates
-            // a device whose forms we cannot read.
-            tracing::warn!(reason = %e, "an auth request's form could not be read");
+            // a device whose forms we cannot read. Its causes too: axum's multipart error
+            // says only "Error parsing `multipart/form-data` request", and the parser's
+            // own error (a field's name at most, never a value) is its source.
+            let mut reason = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                reason = format!("{reason}: {c}");
+                cause = c.source();
+            }
+            tracing::warn!(reason, "an auth request's form could not be read");
             if e.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,

@@ -247,6 +247,30 @@ async fn live_user_codes_are_all_different() {
 }
 
 #[tokio::test]
+async fn a_torn_multipart_form_is_invalid_request_and_the_log_says_why() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .post(app.at("/v2/auth/device/code"))
+        .header("content-type", "multipart/form-data; boundary=torn")
+        .body("--torn\r\nContent-Disposition: form-data; name=\"client_id\"\r\n\r\ncam-torn-01")
+        .send()
+        .await
+        .expect("device/code");
+    assert_eq!(oauth_error(res).await, "invalid_request");
+    // The parser's own reason, not only axum's "Error parsing ... request"; no value.
+    let log = app.log();
+    assert!(
+        log.contains("Error parsing `multipart/form-data` request: "),
+        "{log}"
+    );
+    assert!(
+        !log.contains("cam-torn-01"),
+        "a field's value is in the log"
+    );
+}
+
+#[tokio::test]
 async fn device_code_without_a_required_field_is_invalid_request() {
     let app = spawn_app().await;
     let all = [
