@@ -219,3 +219,16 @@ pub async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> 
     }
     ApiError::not_found(format!("No route for {method} {}.", uri.path()))
 }
+
+/// `e` and its causes, `outer: inner: ...`: for errors that say little themselves and put
+/// the detail in their source (a multipart parser's, a connection's).
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut chain = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        chain.push_str(": ");
+        chain.push_str(&c.to_string());
+        cause = c.source();
+    }
+    chain
+}

@@ -106,12 +106,7 @@ impl<S: Send + Sync> FromRequest<S> for AuthFields {
             // a device whose forms we cannot read. Its causes too: axum's multipart error
             // says only "Error parsing `multipart/form-data` request", and the parser's
             // own error (a field's name at most, never a value) is its source.
-            let mut reason = e.to_string();
-            let mut cause = e.source();
-            while let Some(c) = cause {
-                reason = format!("{reason}: {c}");
-                cause = c.source();
-            }
+            let reason = crate::error::with_causes(&e);
             tracing::warn!(reason, "an auth request's form could not be read");
             if e.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(

@@ -626,16 +626,14 @@ pub(crate) fn insert_statement(
          VALUES "
     );
     for i in 0..rows.len() {
-        let params: Vec<String> = match sql {
-            InsertSql::Portable => (1..=COLUMNS)
-                .map(|n| format!("${}", i * COLUMNS + n))
-                .collect(),
-            InsertSql::Wrapped(..) => vec!["?".to_owned(); COLUMNS],
-        };
-        if i > 0 {
-            text.push_str(", ");
+        text.push_str(if i == 0 { "(" } else { ", (" });
+        for n in 1..=COLUMNS {
+            match sql {
+                InsertSql::Portable => text.push_str(&format!("${}, ", i * COLUMNS + n)),
+                InsertSql::Wrapped(..) => text.push_str("?, "),
+            }
         }
-        text.push_str(&format!("({}, 'uploading')", params.join(", ")));
+        text.push_str("'uploading')");
     }
     text.push_str(&format!(
         " ON CONFLICT (project_id, path) DO NOTHING RETURNING {ASSET_COLUMNS}{closing}"

@@ -215,10 +215,14 @@ mod tests {
                 other => panic!("create {i}: {other:?}"),
             }
         }
+        // Alone in its batch, it fails as it is, and the queue goes on.
+        let alone = db.create_asset(&clip("removed")).await.unwrap_err();
+        assert!(alone.to_string().contains("FOREIGN KEY"), "{alone}");
+        db.create_asset(&clip("d")).await.unwrap();
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM assets")
             .fetch_one(db.pool())
             .await
             .unwrap();
-        assert_eq!(count, 10);
+        assert_eq!(count, 11);
     }
 }

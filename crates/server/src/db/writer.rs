@@ -132,11 +132,7 @@ impl Writer {
             .await
         {
             Ok(rows) => {
-                state.open = false;
-                state.release_pending = false;
-                for member in state.members.drain(..) {
-                    let _ = member.send(Ok(()));
-                }
+                state.committed();
                 Ok(rows)
             }
             Err(e) => {
@@ -191,14 +187,17 @@ impl WriterState {
         }
         // COMMIT also releases a savepoint still open.
         match self.conn.execute("COMMIT").await {
-            Ok(_) => {
-                self.open = false;
-                self.release_pending = false;
-                for member in self.members.drain(..) {
-                    let _ = member.send(Ok(()));
-                }
-            }
+            Ok(_) => self.committed(),
             Err(e) => self.fail_batch(&e).await,
+        }
+    }
+
+    /// The shared transaction was committed: tells everyone in it.
+    fn committed(&mut self) {
+        self.open = false;
+        self.release_pending = false;
+        for member in self.members.drain(..) {
+            let _ = member.send(Ok(()));
         }
     }
 }

@@ -340,16 +340,9 @@ impl S3Store {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, S3Error> {
-        req.send().await.map_err(|e| {
-            let mut chain = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                chain.push_str(": ");
-                chain.push_str(&s.to_string());
-                source = s.source();
-            }
-            S3Error::Unreachable(chain)
-        })
+        req.send()
+            .await
+            .map_err(|e| S3Error::Unreachable(crate::error::with_causes(&e)))
     }
 }
 
