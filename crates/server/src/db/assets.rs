@@ -1,6 +1,8 @@
 //! Assets and their parts: creation with a reserved path, part bookkeeping, the hand-over
 //! to finalisation, and listings.
 
+use std::sync::LazyLock;
+
 use rushes_proto::parts::PartPlan;
 
 use super::{Db, DbResult, Tx, new_id};
@@ -147,6 +149,16 @@ const RETRY_WINDOW_MS: i64 = 10 * 60 * 1000;
 /// How far apart the recording times of a create and its retry may be.
 const RETRY_CLOCK_SLACK_MS: i64 = 2_000;
 
+/// The asset an identical create made (see [`Db::retried_create`]), newest first.
+const RETRIED_CREATE: &str = "device_id = $1 AND name = $2 AND filesize = $3 AND realtime = 0
+       AND state = 'uploading' AND created_at > $6
+       AND $4 >= recorded_at - $5 AND $4 <= recorded_at + ($7 - created_at) + $5
+       AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.asset_id = a.id AND p.received_at IS NOT NULL)
+     ORDER BY created_at DESC LIMIT 1";
+
+static RETRIED_CREATE_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT a.id FROM assets a WHERE {RETRIED_CREATE}"));
+
 const ASSET_COLUMNS: &str =
     "id, project_id, device_id, name, path, filetype, filesize, channel, offset_secs,
      recorded_at, realtime, part_size, part_count, state, sha256, created_at, object_key, upload_id";
@@ -197,13 +209,23 @@ impl Db {
         recorded_at: Millis,
     ) -> DbResult<Option<Asset>> {
         let now = now_ms();
+        // Nearly every create is not a retry: the inline lookup says so without the
+        // columns; a candidate is then read in full.
+        if let Some(inline) = &self.inline {
+            let candidate = inline.query_row(
+                &RETRIED_CREATE_ID,
+                rusqlite::named_params! {
+                    "$1": device_id, "$2": name, "$3": to_i64(filesize), "$4": recorded_at,
+                    "$5": RETRY_CLOCK_SLACK_MS, "$6": now - RETRY_WINDOW_MS, "$7": now,
+                },
+                |row| row.get::<_, String>(0),
+            )?;
+            if candidate.is_none() {
+                return Ok(None);
+            }
+        }
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ASSET_COLUMNS} FROM assets a
-             WHERE device_id = $1 AND name = $2 AND filesize = $3 AND realtime = 0
-               AND state = 'uploading' AND created_at > $6
-               AND $4 >= recorded_at - $5 AND $4 <= recorded_at + ($7 - created_at) + $5
-               AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.asset_id = a.id AND p.received_at IS NOT NULL)
-             ORDER BY created_at DESC LIMIT 1"
+            "SELECT {ASSET_COLUMNS} FROM assets a WHERE {RETRIED_CREATE}"
         )))
         .bind(device_id)
         .bind(name)

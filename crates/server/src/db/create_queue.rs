@@ -137,40 +137,8 @@ async fn insert(writer: &Writer, rows: &[Waiting]) -> DbResult<Vec<Asset>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::db::{Db, NewAsset};
-    use crate::domain::AssetName;
-
-    /// A database with project `p` and device `d` in it.
-    async fn db_with_device(dir: &std::path::Path) -> Db {
-        let db = Db::open_sqlite(&dir.join("t.db")).await.unwrap();
-        for sql in [
-            "INSERT INTO projects (id, name, dir, created_at) VALUES ('p', 'P', 'p', 0)",
-            "INSERT INTO device_models (id, client_secret, name, registered, created_at)
-             VALUES ('m', 's', 'M', 1, 0)",
-            "INSERT INTO devices (id, client_id, model_id, name, project_id, client_version,
-                                  created_at, updated_at)
-             VALUES ('d', 'c', 'm', 'D', 'p', '1', 0, 0)",
-        ] {
-            db.write(sqlx::query(sql)).await.unwrap();
-        }
-        db
-    }
-
-    fn clip(device_id: &str) -> NewAsset {
-        NewAsset {
-            project_id: "p".into(),
-            device_id: device_id.into(),
-            name: AssetName::parse("clip.mov").unwrap(),
-            folder: "Cloud Devices/f".into(),
-            filetype: "video/quicktime".into(),
-            filesize: Some(1),
-            channel: 0,
-            offset_secs: 0,
-            recorded_at: 0,
-            auto_version_id: None,
-            plan: None,
-        }
-    }
+    use crate::db::NewAsset;
+    use crate::db::test_support::{clip, db_with_device};
 
     #[tokio::test]
     async fn creates_that_wait_together_each_get_a_name_of_their_own_and_are_committed() {

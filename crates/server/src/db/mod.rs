@@ -14,6 +14,7 @@ mod assets;
 mod check;
 mod create_queue;
 mod devices;
+mod inline;
 mod pairing;
 mod projects;
 mod remote;
@@ -63,6 +64,8 @@ pub struct Db {
     writer: Option<Arc<writer::Writer>>,
     /// SQLite only: where asset creates wait to be inserted many at once.
     creates: Option<Arc<create_queue::CreateQueue>>,
+    /// SQLite only: the hottest lookups, run on the caller's thread (see [`inline`]).
+    inline: Option<Arc<inline::InlineReads>>,
 }
 
 impl Db {
@@ -115,11 +118,21 @@ impl Db {
             Backend::Postgres => None,
         };
         let creates = writer.as_ref().map(create_queue::CreateQueue::start);
+        let inline = match backend {
+            Backend::Sqlite => {
+                let path = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+                    .get_filename()
+                    .to_owned();
+                Some(Arc::new(inline::InlineReads::new(&path)))
+            }
+            Backend::Postgres => None,
+        };
         let db = Db {
             pool,
             backend,
             writer,
             creates,
+            inline,
         };
         // One folder for both engines: the SQL is portable (see the migrations' header).
         sqlx::migrate!("./migrations").run(&db.pool).await?;
@@ -184,4 +197,43 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
 
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{Db, NewAsset};
+    use crate::domain::AssetName;
+
+    /// A SQLite database with project `p` and device `d` in it.
+    pub async fn db_with_device(dir: &std::path::Path) -> Db {
+        let db = Db::open_sqlite(&dir.join("t.db")).await.unwrap();
+        for sql in [
+            "INSERT INTO projects (id, name, dir, created_at) VALUES ('p', 'P', 'p', 0)",
+            "INSERT INTO device_models (id, client_secret, name, registered, created_at)
+             VALUES ('m', 's', 'M', 1, 0)",
+            "INSERT INTO devices (id, client_id, model_id, name, project_id, client_version,
+                                  created_at, updated_at)
+             VALUES ('d', 'c', 'm', 'D', 'p', '1', 0, 0)",
+        ] {
+            db.write(sqlx::query(sql)).await.unwrap();
+        }
+        db
+    }
+
+    /// A 1-byte `clip.mov` from `device_id`, recorded at time 0, in project `p`.
+    pub fn clip(device_id: &str) -> NewAsset {
+        NewAsset {
+            project_id: "p".into(),
+            device_id: device_id.into(),
+            name: AssetName::parse("clip.mov").unwrap(),
+            folder: "Cloud Devices/f".into(),
+            filetype: "video/quicktime".into(),
+            filesize: Some(1),
+            channel: 0,
+            offset_secs: 0,
+            recorded_at: 0,
+            auto_version_id: None,
+            plan: None,
+        }
+    }
 }

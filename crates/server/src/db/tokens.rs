@@ -38,6 +38,17 @@ impl Authenticated {
     }
 }
 
+const AUTHENTICATE: &str =
+    "SELECT d.id AS device_id, g.id AS grant_id, g.project_id, g.scopes, d.client_version, d.last_seen_at,
+            d.name AS device_name,
+            (SELECT MAX(COALESCE(w.ended_at, 9223372036854775807)) FROM pause_windows w
+             WHERE w.device_id = d.id) AS pauses_end
+     FROM token_pairs t
+     JOIN grants g ON g.id = t.grant_id
+     JOIN devices d ON d.id = g.device_id
+     WHERE t.access_hash = $1 AND t.retired_at IS NULL AND t.access_expires_at > $2
+       AND g.revoked_at IS NULL";
+
 #[derive(Debug)]
 pub enum RefreshOutcome {
     Issued(IssuedTokens),
@@ -81,21 +92,37 @@ pub(super) async fn issue(
 impl Db {
     /// The device behind `access_token`, if the token is current and its grant stands.
     pub async fn authenticate(&self, access_token: &str) -> DbResult<Option<Authenticated>> {
-        sqlx::query_as(
-            "SELECT d.id AS device_id, g.id AS grant_id, g.project_id, g.scopes, d.client_version, d.last_seen_at,
-                    d.name AS device_name,
-                    (SELECT MAX(COALESCE(w.ended_at, 9223372036854775807)) FROM pause_windows w
-                     WHERE w.device_id = d.id) AS pauses_end
-             FROM token_pairs t
-             JOIN grants g ON g.id = t.grant_id
-             JOIN devices d ON d.id = g.device_id
-             WHERE t.access_hash = $1 AND t.retired_at IS NULL AND t.access_expires_at > $2
-               AND g.revoked_at IS NULL",
-        )
-        .bind(secrets::hash(access_token))
-        .bind(now_ms())
-        .fetch_optional(self.pool())
-        .await
+        let (hash, now) = (secrets::hash(access_token), now_ms());
+        if let Some(inline) = &self.inline {
+            return inline.query_row(
+                AUTHENTICATE,
+                rusqlite::named_params! {"$1": hash, "$2": now},
+                |row| {
+                    let scopes: String = row.get("scopes")?;
+                    Ok(Authenticated {
+                        device_id: row.get("device_id")?,
+                        grant_id: row.get("grant_id")?,
+                        project_id: row.get("project_id")?,
+                        scopes: scopes.parse().map_err(|e: String| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                3,
+                                rusqlite::types::Type::Text,
+                                e.into(),
+                            )
+                        })?,
+                        client_version: row.get("client_version")?,
+                        last_seen_at: row.get("last_seen_at")?,
+                        device_name: row.get("device_name")?,
+                        pauses_end: row.get("pauses_end")?,
+                    })
+                },
+            );
+        }
+        sqlx::query_as(AUTHENTICATE)
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(self.pool())
+            .await
     }
 
     /// Rotates a refresh token: retires its pair and issues a new one. Presenting a token
