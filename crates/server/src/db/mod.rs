@@ -3,7 +3,9 @@
 //! [`Db`] is the narrow interface the rest of the server uses: domain-level methods, one
 //! file per concept below. Queries go through sqlx's `Any` driver with portable SQL (`$N`
 //! placeholders, TEXT and BIGINT columns only), so the same query layer serves SQLite (the
-//! embedded default) and PostgreSQL (scaled out) without two hand-kept copies.
+//! embedded default) and PostgreSQL (scaled out) without two hand-kept copies. On SQLite
+//! the two lookups every asset create makes also run, with the same SQL text, on the
+//! request's own thread (see [`inline`]).
 //!
 //! Concurrency rule: every state change is one transaction, and state transitions that can
 //! race (a device code used once, a refresh token rotated once, an asset finalised once) are
