@@ -104,6 +104,7 @@ impl Db {
                         grant_id: row.get("grant_id")?,
                         project_id: row.get("project_id")?,
                         scopes: scopes.parse().map_err(|e: String| {
+                            // Column 3 of AUTHENTICATE.
                             rusqlite::Error::FromSqlConversionFailure(
                                 3,
                                 rusqlite::types::Type::Text,
