@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
     }
     sync()?;
 
-    // The disk's speed drifts within a run (this one, a virtual disk, by up to a third):
+    // The disk's speed drifts within a run (a virtual disk here, by up to 17 %):
     // `dd` runs before, between and after the two ingest benchmarks, and each is compared
     // with the two runs around it.
     let big_bytes = args.size_mib * MIB;

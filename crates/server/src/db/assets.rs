@@ -1,6 +1,7 @@
 //! Assets and their parts: creation with a reserved path, part bookkeeping, the hand-over
 //! to finalisation, and listings.
 
+use std::fmt::Write;
 use std::sync::LazyLock;
 
 use rushes_proto::parts::PartPlan;
@@ -651,15 +652,19 @@ pub(crate) fn insert_statement(
         text.push_str(if i == 0 { "(" } else { ", (" });
         for n in 1..=COLUMNS {
             match sql {
-                InsertSql::Portable => text.push_str(&format!("${}, ", i * COLUMNS + n)),
+                // Writing to a String cannot fail.
+                InsertSql::Portable => {
+                    let _ = write!(text, "${}, ", i * COLUMNS + n);
+                }
                 InsertSql::Wrapped(..) => text.push_str("?, "),
             }
         }
         text.push_str("'uploading')");
     }
-    text.push_str(&format!(
+    let _ = write!(
+        text,
         " ON CONFLICT (project_id, path) DO NOTHING RETURNING {ASSET_COLUMNS}{closing}"
-    ));
+    );
     // Statements of other sizes would push the ones the connection reuses out of its cache.
     let mut insert =
         sqlx::query_as::<_, Asset>(sqlx::AssertSqlSafe(text)).persistent(rows.len() == 1);

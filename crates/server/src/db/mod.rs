@@ -222,7 +222,8 @@ pub(crate) mod test_support {
         db
     }
 
-    /// A 1-byte `clip.mov` from `device_id`, recorded at time 0, in project `p`.
+    /// A 1-byte `clip.mov` from `device_id`, recorded at time 0, in project `p`; real-time
+    /// (no part plan), so never a repeated create's candidate.
     pub fn clip(device_id: &str) -> NewAsset {
         NewAsset {
             project_id: "p".into(),
