@@ -56,6 +56,9 @@ pub enum PartError {
 }
 
 const COPY_BUFFER: usize = 1024 * 1024;
+/// Reads for hashing: small enough to stay in the CPU's cache between the read and the hash,
+/// and to be cheap to allocate (zeroed) once per part.
+const HASH_BUFFER: usize = 256 * 1024;
 /// At most this many chunks per `pwritev` (the kernel takes up to 1024).
 const MAX_SLICES: usize = 512;
 
@@ -149,6 +152,9 @@ impl LocalStore {
         if created {
             sync_dir(&self.media.join(".rushes-tmp")).await?;
         }
+        // A part that continues what is hashed (every still, the first of a big file's parts
+        // in flight) is hashed from the chunks it writes: it is never read back.
+        let mut hasher = self.hashes.continuing_at(asset_id, offset);
         // Network chunks are gathered, not copied, and written with one `pwritev` per MiB.
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut gathered: usize = 0;
@@ -161,7 +167,7 @@ impl LocalStore {
             gathered += chunk.len();
             chunks.push(chunk);
             if gathered >= COPY_BUFFER || chunks.len() >= MAX_SLICES {
-                chunks = write_chunks_at(&file, chunks, offset + written).await?;
+                (chunks, hasher) = write_chunks_at(&file, chunks, offset + written, hasher).await?;
                 written += gathered as u64;
                 gathered = 0;
             }
@@ -170,16 +176,19 @@ impl LocalStore {
             return Err(PartError::WrongLength { expected, received });
         }
         if !chunks.is_empty() {
-            write_chunks_at(&file, chunks, offset + written).await?;
+            (_, hasher) = write_chunks_at(&file, chunks, offset + written, hasher).await?;
         }
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(|e| io::Error::other(e.to_string()))??;
         let hashes = self.hashes.clone();
         let (asset_id, path) = (asset_id.to_owned(), self.asset_file(asset_id));
-        tokio::task::spawn_blocking(move || hashes.add(&asset_id, &path, offset, expected))
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        tokio::task::spawn_blocking(move || match hasher {
+            Some(hasher) => hashes.add_hashed(&asset_id, &path, offset, expected, hasher),
+            None => hashes.add(&asset_id, &path, offset, expected),
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(())
     }
 
@@ -353,7 +362,8 @@ fn assemble_blocking(
             .create(true)
             .truncate(!in_place)
             .open(temp)?;
-        let mut buf = vec![0u8; COPY_BUFFER];
+        // Allocated (and zeroed) only if a part is to be copied: usually none is.
+        let mut buf = Vec::new();
         let mut end = 0u64;
         let mut copied_any = !in_place;
         for source in sources {
@@ -363,6 +373,9 @@ fn assemble_blocking(
                 continue;
             };
             copied_any = true;
+            if buf.is_empty() {
+                buf = vec![0u8; COPY_BUFFER];
+            }
             out.seek(SeekFrom::Start(offset))?;
             let mut part = std::fs::File::open(path)?;
             let mut copied = 0u64;
@@ -432,7 +445,14 @@ fn hash_file(path: &Path) -> io::Result<(String, u64)> {
 fn hash_file_from(path: &Path, mut hasher: Sha256, start: u64) -> io::Result<(String, u64)> {
     let mut file = std::fs::File::open(path)?;
     file.seek(SeekFrom::Start(start))?;
-    let mut buf = vec![0u8; COPY_BUFFER];
+    // Usually nothing is left (the parts were hashed as they arrived): no buffer to speak of.
+    let left = file.metadata()?.len().saturating_sub(start);
+    let mut buf = vec![
+        0u8;
+        usize::try_from(left)
+            .unwrap_or(HASH_BUFFER)
+            .clamp(1, HASH_BUFFER)
+    ];
     let mut size = start;
     loop {
         let n = file.read(&mut buf)?;
@@ -473,15 +493,18 @@ where
     Ok(Some(chunk))
 }
 
-/// Writes `chunks` back to back from `offset` (`pwritev`, on the blocking pool); returns
-/// the vector, emptied, for reuse.
+/// Writes `chunks` back to back from `offset` (`pwritev`, on the blocking pool), feeding
+/// them to `hasher` if there is one; returns the vector, emptied, for reuse, and the hasher.
 async fn write_chunks_at(
     file: &Arc<std::fs::File>,
     mut chunks: Vec<Bytes>,
     offset: u64,
-) -> io::Result<Vec<Bytes>> {
+    mut hasher: Option<Sha256>,
+) -> io::Result<(Vec<Bytes>, Option<Sha256>)> {
     let file = file.clone();
     tokio::task::spawn_blocking(move || {
+        // Hashed once written, while the disk takes them (a write may leave a chunk cut).
+        let to_hash = hasher.is_some().then(|| chunks.clone());
         let mut at = offset;
         let mut first = 0;
         loop {
@@ -519,8 +542,13 @@ async fn write_chunks_at(
         if let Some(len) = std::num::NonZeroU64::new(at - offset) {
             let _ = rustix::fs::fadvise(&*file, offset, Some(len), rustix::fs::Advice::DontNeed);
         }
+        if let (Some(hasher), Some(written)) = (&mut hasher, to_hash) {
+            for chunk in &written {
+                hasher.update(chunk);
+            }
+        }
         chunks.clear();
-        Ok(chunks)
+        Ok((chunks, hasher))
     })
     .await
     .map_err(|e| io::Error::other(e.to_string()))?
@@ -534,10 +562,12 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// SHA-256 of planned assets' files, computed while their parts arrive rather than in one
-/// pass after the last: each part, once durable, is hashed if it continues what was hashed
-/// (read back from the page cache, where it just went), or left for the part before it to
-/// pick up. Assembly then hashes only what is left, usually nothing. Kept in memory: after
-/// a restart, or for parts another server received, assembly hashes the file itself.
+/// pass after the last. A part that starts where the hash has got to (every single-part
+/// file, and the first of a big file's parts in flight) is hashed from its bytes as they
+/// are written. Any other part, once durable, is read back and hashed if it continues what
+/// was hashed (from the page cache, where it just went), or left for the part before it
+/// to pick up. Assembly then hashes only what is left, usually nothing. Kept in memory:
+/// after a restart, or for parts another server received, assembly hashes the file itself.
 #[derive(Clone, Default)]
 struct RunningHashes(Arc<std::sync::Mutex<HashMap<String, Arc<RunningHash>>>>);
 
@@ -555,6 +585,8 @@ struct HashState {
     hashed: u64,
     /// Durable parts not yet hashed: offset → length.
     waiting: std::collections::BTreeMap<u64, u64>,
+    /// The part a thread is reading back and hashing (it holds the hasher): offset, length.
+    reading: Option<(u64, u64)>,
     /// Part of the file was written twice: the hash cannot be trusted.
     broken: bool,
 }
@@ -565,8 +597,25 @@ impl Default for HashState {
             hasher: Some(Sha256::new()),
             hashed: 0,
             waiting: Default::default(),
+            reading: None,
             broken: false,
         }
+    }
+}
+
+impl HashState {
+    /// Whether `[offset, offset + len)` was hashed already, is being hashed, or waits to be:
+    /// then that part of the file was written twice, and what was hashed may not be what
+    /// the file holds.
+    fn overlaps(&self, offset: u64, len: u64) -> bool {
+        let end = offset + len;
+        offset < self.hashed
+            || self.reading.is_some_and(|(o, l)| o < end && offset < o + l)
+            || self
+                .waiting
+                .range(..end)
+                .next_back()
+                .is_some_and(|(&o, &l)| o + l > offset)
     }
 }
 
@@ -581,17 +630,50 @@ impl RunningHashes {
     fn add(&self, asset_id: &str, path: &Path, offset: u64, len: u64) {
         let entry = self.entry(asset_id);
         let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
-        let rewritten = offset < state.hashed
-            || state
-                .waiting
-                .range(..offset + len)
-                .next_back()
-                .is_some_and(|(&o, &l)| o + l > offset);
-        if rewritten {
+        if state.overlaps(offset, len) {
             // A part written again in place (its first copy was never recorded).
             state.broken = true;
         }
         state.waiting.insert(offset, len);
+        drop(state);
+        self.catch_up(asset_id, &entry, path);
+    }
+
+    /// The hash of the asset's file up to `offset`, if that is exactly how far it has got:
+    /// a part that starts there can feed its bytes to it as it writes them, then give it
+    /// back with [`RunningHashes::add_hashed`] instead of being read back.
+    fn continuing_at(&self, asset_id: &str, offset: u64) -> Option<Sha256> {
+        let entry = self.entry(asset_id);
+        let state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.broken || state.hashed != offset {
+            return None;
+        }
+        state.hasher.clone()
+    }
+
+    /// Part `[offset, offset + len)` is durable, and `hasher` (from
+    /// [`RunningHashes::continuing_at`]) has seen the file up to its end, the part's bytes
+    /// as they were written. It becomes the running hash if nothing moved meanwhile;
+    /// otherwise the part is treated like any other (read back, or found written twice).
+    fn add_hashed(&self, asset_id: &str, path: &Path, offset: u64, len: u64, hasher: Sha256) {
+        let entry = self.entry(asset_id);
+        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        let unmoved = !state.broken && state.hashed == offset && state.hasher.is_some();
+        if !unmoved || state.overlaps(offset, len) {
+            drop(state);
+            return self.add(asset_id, path, offset, len);
+        }
+        state.hasher = Some(hasher);
+        state.hashed = offset + len;
+        drop(state);
+        entry.idle.notify_all();
+        self.catch_up(asset_id, &entry, path);
+    }
+
+    /// Reads back and hashes the parts waiting where the hash has got to, in order, unless
+    /// another thread holds the hasher (it will do the same when it is done).
+    fn catch_up(&self, asset_id: &str, entry: &RunningHash, path: &Path) {
+        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut file: Option<std::fs::File> = None;
         while !state.broken {
             let start = state.hashed;
@@ -602,6 +684,7 @@ impl RunningHashes {
                 break;
             };
             state.waiting.remove(&start);
+            state.reading = Some((start, len));
             drop(state);
             let read = (|| {
                 let file = match &mut file {
@@ -611,6 +694,7 @@ impl RunningHashes {
                 hash_range(file, &mut hasher, start, len)
             })();
             state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.reading = None;
             match read {
                 Ok(()) => {
                     state.hashed = start + len;
@@ -653,7 +737,7 @@ impl RunningHashes {
 
 /// Feeds bytes `[start, start + len)` of `file` to `hasher`.
 fn hash_range(file: &std::fs::File, hasher: &mut Sha256, start: u64, len: u64) -> io::Result<()> {
-    let mut buf = vec![0u8; COPY_BUFFER.min(len as usize)];
+    let mut buf = vec![0u8; HASH_BUFFER.min(len as usize)];
     let mut at = start;
     let end = start + len;
     while at < end {
@@ -725,6 +809,79 @@ mod tests {
         assert!(hashes.take("a").is_none());
     }
 
+    fn sha256_hex(parts: &[&[u8]]) -> String {
+        let mut hasher = Sha256::new();
+        for part in parts {
+            hasher.update(part);
+        }
+        hex(&hasher.finalize())
+    }
+
+    #[test]
+    fn a_part_hashed_as_it_was_written_is_not_read_back() {
+        // On disk the first part is zeros; as written (in memory) it was ones: the hash
+        // can only come out as below if the first part was not read back and the second,
+        // waiting behind it, was.
+        let mut on_disk = vec![0u8; 3000];
+        on_disk.extend((0..3000u32).map(|i| (i % 251) as u8));
+        let (_dir, path) = file_with(&on_disk);
+        let hashes = RunningHashes::default();
+        hashes.add("a", &path, 3000, 3000);
+        let mut hasher = hashes.continuing_at("a", 0).expect("the hash is at 0");
+        let written = [1u8; 3000];
+        hasher.update(written);
+        hashes.add_hashed("a", &path, 0, 3000, hasher);
+        let running = hashes.take("a");
+        assert_eq!(running.as_ref().map(|r| r.1), Some(6000));
+        assert_eq!(
+            finish(running, &path).0,
+            sha256_hex(&[&written, &on_disk[3000..]])
+        );
+    }
+
+    #[test]
+    fn a_part_hashed_as_written_after_the_same_part_was_hashed_is_not_trusted() {
+        let (_dir, path) = file_with(&[1u8; 6000]);
+        let hashes = RunningHashes::default();
+        let mut hasher = hashes.continuing_at("a", 0).expect("the hash is at 0");
+        hasher.update([1u8; 3000]);
+        // Another upload of the same part finished first.
+        hashes.add("a", &path, 0, 3000);
+        hashes.add_hashed("a", &path, 0, 3000, hasher);
+        hashes.add("a", &path, 3000, 3000);
+        assert!(hashes.take("a").is_none());
+    }
+
+    #[test]
+    fn only_a_part_where_the_hash_has_got_to_may_hash_as_it_writes() {
+        let (_dir, path) = file_with(&[1u8; 9000]);
+        let hashes = RunningHashes::default();
+        hashes.add("a", &path, 0, 3000);
+        assert!(hashes.continuing_at("a", 0).is_none());
+        assert!(hashes.continuing_at("a", 6000).is_none());
+        assert!(hashes.continuing_at("a", 3000).is_some());
+        hashes.add("a", &path, 0, 3000);
+        assert!(
+            hashes.continuing_at("a", 3000).is_none(),
+            "written twice: nothing is trusted"
+        );
+    }
+
+    #[test]
+    fn a_part_overlapping_the_one_being_read_back_was_written_twice() {
+        let state = HashState {
+            reading: Some((3000, 3000)),
+            ..HashState::default()
+        };
+        assert!(state.overlaps(5999, 10));
+        assert!(state.overlaps(0, 3001));
+        assert!(!state.overlaps(6000, 3000));
+        assert!(
+            !state.overlaps(0, 3000),
+            "nothing hashed yet, nothing waiting"
+        );
+    }
+
     #[tokio::test]
     async fn gathered_chunks_land_back_to_back_empty_ones_included() {
         let (_dir, path) = file_with(b"");
@@ -735,9 +892,15 @@ mod tests {
             Bytes::from_static(b"defg"),
             Bytes::new(),
         ];
-        let left = write_chunks_at(&file, chunks, 2).await.unwrap();
+        let (left, hasher) = write_chunks_at(&file, chunks, 2, Some(Sha256::new()))
+            .await
+            .unwrap();
         assert!(left.is_empty());
-        let left = write_chunks_at(&file, vec![Bytes::new()], 9).await.unwrap();
+        let hashed = hex(&hasher.expect("given back").finalize());
+        assert_eq!(hashed, sha256_hex(&[b"abcdefg"]), "the chunks, in order");
+        let (left, _) = write_chunks_at(&file, vec![Bytes::new()], 9, None)
+            .await
+            .unwrap();
         assert!(left.is_empty());
         assert_eq!(std::fs::read(&path).unwrap(), b"\0\0abcdefg");
     }
