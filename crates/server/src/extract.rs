@@ -132,12 +132,15 @@ impl<S: Send + Sync> FromRequest<S> for AuthFields {
             // streamed form as "incomplete" when its first read finds nothing yet and the
             // whole rest, end included, arrives before its second (about 1 request in 3,000
             // on a loaded server). Given all at once, it has nothing to wait for.
-            let headers = req.headers().clone();
+            let (headers, extensions) = (req.headers().clone(), req.extensions().clone());
             let whole = axum::body::Bytes::from_request(req, state)
                 .await
                 .map_err(bad)?;
+            // The same request again (its headers for the boundary, its extensions for the
+            // route's body limit), with the body it had.
             let mut req = Request::new(axum::body::Body::from(whole));
             *req.headers_mut() = headers;
+            *req.extensions_mut() = extensions;
             let mut multipart = Multipart::from_request(req, state).await.map_err(bad)?;
             while let Some(field) = multipart.next_field().await.map_err(bad)? {
                 let Some(name) = field.name().map(str::to_owned) else {

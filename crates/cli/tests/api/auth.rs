@@ -271,6 +271,19 @@ async fn a_torn_multipart_form_is_invalid_request_and_the_log_says_why() {
 }
 
 #[tokio::test]
+async fn an_auth_form_over_the_body_limit_is_payload_too_large() {
+    let app = spawn_app().await;
+    let big = "x".repeat(3 * 1024 * 1024);
+    let res = code_with(&app, &[("client_id", &big), ("client_secret", SECRET)]).await;
+    let (status, title, _) = detailed_error(res).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(title, "Payload Too Large");
+    // The server still answers.
+    let res = code_with(&app, &[("client_id", "cam-after-big")]).await;
+    assert_eq!(oauth_error(res).await, "invalid_request");
+}
+
+#[tokio::test]
 async fn device_code_without_a_required_field_is_invalid_request() {
     let app = spawn_app().await;
     let all = [
