@@ -154,7 +154,8 @@ impl LocalStore {
         }
         // A part that continues what is hashed (every still, the first of a big file's parts
         // in flight) is hashed from the chunks it writes: it is never read back.
-        let mut hasher = self.hashes.continuing_at(asset_id, offset);
+        let (write, mut hasher) = self.hashes.begin_write(asset_id, offset, expected);
+        let write = Arc::new(write);
         // Network chunks are gathered, not copied, and written with one `pwritev` per MiB.
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut gathered: usize = 0;
@@ -167,7 +168,8 @@ impl LocalStore {
             gathered += chunk.len();
             chunks.push(chunk);
             if gathered >= COPY_BUFFER || chunks.len() >= MAX_SLICES {
-                (chunks, hasher) = write_chunks_at(&file, chunks, offset + written, hasher).await?;
+                (chunks, hasher) =
+                    write_chunks_at(&file, chunks, offset + written, hasher, &write).await?;
                 written += gathered as u64;
                 gathered = 0;
             }
@@ -176,16 +178,20 @@ impl LocalStore {
             return Err(PartError::WrongLength { expected, received });
         }
         if !chunks.is_empty() {
-            (_, hasher) = write_chunks_at(&file, chunks, offset + written, hasher).await?;
+            (_, hasher) = write_chunks_at(&file, chunks, offset + written, hasher, &write).await?;
         }
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(|e| io::Error::other(e.to_string()))??;
+        // Another write of this range ran meanwhile: the file may hold some of its bytes.
+        let disturbed = write.finish();
         let hashes = self.hashes.clone();
         let (asset_id, path) = (asset_id.to_owned(), self.asset_file(asset_id));
         tokio::task::spawn_blocking(move || match hasher {
-            Some(hasher) => hashes.add_hashed(&asset_id, &path, offset, expected, hasher),
-            None => hashes.add(&asset_id, &path, offset, expected),
+            Some(hasher) if !disturbed => {
+                hashes.add_hashed(&asset_id, &path, offset, expected, hasher)
+            }
+            _ => hashes.add(&asset_id, &path, offset, expected),
         })
         .await
         .map_err(|e| io::Error::other(e.to_string()))?;
@@ -495,14 +501,18 @@ where
 
 /// Writes `chunks` back to back from `offset` (`pwritev`, on the blocking pool), feeding
 /// them to `hasher` if there is one; returns the vector, emptied, for reuse, and the hasher.
+/// `write` is held until the bytes are in the file, even if the caller is gone by then.
 async fn write_chunks_at(
     file: &Arc<std::fs::File>,
     mut chunks: Vec<Bytes>,
     offset: u64,
     mut hasher: Option<Sha256>,
+    write: &Arc<InPlaceWrite>,
 ) -> io::Result<(Vec<Bytes>, Option<Sha256>)> {
     let file = file.clone();
+    let write = write.clone();
     tokio::task::spawn_blocking(move || {
+        let _write = write;
         // Hashed once written, while the disk takes them (a write may leave a chunk cut).
         let to_hash = hasher.is_some().then(|| chunks.clone());
         let mut at = offset;
@@ -587,6 +597,9 @@ struct HashState {
     waiting: std::collections::BTreeMap<u64, u64>,
     /// The part a thread is reading back and hashing (it holds the hasher): offset, length.
     reading: Option<(u64, u64)>,
+    /// In-place writes in progress, by id ([`InPlaceWrite`]).
+    writing: HashMap<u64, Writing>,
+    next_write: u64,
     /// Part of the file was written twice: the hash cannot be trusted.
     broken: bool,
 }
@@ -598,7 +611,59 @@ impl Default for HashState {
             hashed: 0,
             waiting: Default::default(),
             reading: None,
+            writing: HashMap::new(),
+            next_write: 0,
             broken: false,
+        }
+    }
+}
+
+struct Writing {
+    offset: u64,
+    len: u64,
+    /// Another write of an overlapping range ran while this one did.
+    disturbed: bool,
+}
+
+/// An in-place write of part of an asset's file, from [`RunningHashes::begin_write`]. Two
+/// writes of overlapping ranges at once disturb each other: the file may end up with some
+/// bytes of each. Dropped without [`InPlaceWrite::finish`] (the write failed, or its
+/// request went away; its blocking writes hold it, so only once none is left), it may have
+/// left bytes in its range: anything hashed there cannot be trusted.
+struct InPlaceWrite {
+    entry: Arc<RunningHash>,
+    id: u64,
+    offset: u64,
+    len: u64,
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl InPlaceWrite {
+    /// The write is complete and durable; returns whether it was disturbed.
+    fn finish(&self) -> bool {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.writing.remove(&self.id).is_none_or(|w| w.disturbed)
+    }
+}
+
+impl Drop for InPlaceWrite {
+    fn drop(&mut self) {
+        if self.finished.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.writing.remove(&self.id);
+        // Bytes hashed (or being hashed) may have changed under the hash. Bytes not hashed
+        // yet are read back, or rewritten whole, before they are.
+        let end = self.offset + self.len;
+        if self.offset < state.hashed
+            || state
+                .reading
+                .is_some_and(|(o, l)| o < end && self.offset < o + l)
+        {
+            state.broken = true;
         }
     }
 }
@@ -639,20 +704,49 @@ impl RunningHashes {
         self.catch_up(asset_id, &entry, path);
     }
 
-    /// The hash of the asset's file up to `offset`, if that is exactly how far it has got:
-    /// a part that starts there can feed its bytes to it as it writes them, then give it
-    /// back with [`RunningHashes::add_hashed`] instead of being read back.
-    fn continuing_at(&self, asset_id: &str, offset: u64) -> Option<Sha256> {
+    /// An in-place write of `[offset, offset + len)` begins. With it, the hash of the file
+    /// up to `offset` if that is exactly how far it has got: the write can feed its bytes
+    /// to it, then give it back with [`RunningHashes::add_hashed`] instead of being read
+    /// back.
+    fn begin_write(&self, asset_id: &str, offset: u64, len: u64) -> (InPlaceWrite, Option<Sha256>) {
         let entry = self.entry(asset_id);
-        let state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.broken || state.hashed != offset {
-            return None;
+        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        let end = offset + len;
+        let mut disturbed = false;
+        for other in state.writing.values_mut() {
+            if other.offset < end && offset < other.offset + other.len {
+                other.disturbed = true;
+                disturbed = true;
+            }
         }
-        state.hasher.clone()
+        let id = state.next_write;
+        state.next_write += 1;
+        state.writing.insert(
+            id,
+            Writing {
+                offset,
+                len,
+                disturbed,
+            },
+        );
+        let hasher = if !state.broken && state.hashed == offset {
+            state.hasher.clone()
+        } else {
+            None
+        };
+        drop(state);
+        let write = InPlaceWrite {
+            entry,
+            id,
+            offset,
+            len,
+            finished: false.into(),
+        };
+        (write, hasher)
     }
 
     /// Part `[offset, offset + len)` is durable, and `hasher` (from
-    /// [`RunningHashes::continuing_at`]) has seen the file up to its end, the part's bytes
+    /// [`RunningHashes::begin_write`]) has seen the file up to its end, the part's bytes
     /// as they were written. It becomes the running hash if nothing moved meanwhile;
     /// otherwise the part is treated like any other (read back, or found written twice).
     fn add_hashed(&self, asset_id: &str, path: &Path, offset: u64, len: u64, hasher: Sha256) {
@@ -666,7 +760,6 @@ impl RunningHashes {
         state.hasher = Some(hasher);
         state.hashed = offset + len;
         drop(state);
-        entry.idle.notify_all();
         self.catch_up(asset_id, &entry, path);
     }
 
@@ -827,9 +920,11 @@ mod tests {
         let (_dir, path) = file_with(&on_disk);
         let hashes = RunningHashes::default();
         hashes.add("a", &path, 3000, 3000);
-        let mut hasher = hashes.continuing_at("a", 0).expect("the hash is at 0");
+        let (write, hasher) = hashes.begin_write("a", 0, 3000);
+        let mut hasher = hasher.expect("the hash is at 0");
         let written = [1u8; 3000];
         hasher.update(written);
+        assert!(!write.finish(), "nothing else wrote there");
         hashes.add_hashed("a", &path, 0, 3000, hasher);
         let running = hashes.take("a");
         assert_eq!(running.as_ref().map(|r| r.1), Some(6000));
@@ -843,32 +938,72 @@ mod tests {
     fn a_part_hashed_as_written_after_the_same_part_was_hashed_is_not_trusted() {
         let (_dir, path) = file_with(&[1u8; 6000]);
         let hashes = RunningHashes::default();
-        let mut hasher = hashes.continuing_at("a", 0).expect("the hash is at 0");
+        let (write, hasher) = hashes.begin_write("a", 0, 3000);
+        let mut hasher = hasher.expect("the hash is at 0");
         hasher.update([1u8; 3000]);
-        // Another upload of the same part finished first.
+        // Another copy of the same part was recorded first.
         hashes.add("a", &path, 0, 3000);
+        write.finish();
         hashes.add_hashed("a", &path, 0, 3000, hasher);
+        assert!(hashes.take("a").is_none());
+    }
+
+    #[test]
+    fn two_writes_of_the_same_range_at_once_disturb_each_other() {
+        let hashes = RunningHashes::default();
+        let (first, _) = hashes.begin_write("a", 0, 3000);
+        let (second, _) = hashes.begin_write("a", 1000, 3000);
+        let (beside, _) = hashes.begin_write("a", 4000, 3000);
+        assert!(first.finish());
+        assert!(second.finish());
+        assert!(!beside.finish());
+        let (after, _) = hashes.begin_write("a", 0, 3000);
+        assert!(!after.finish(), "the others were over");
+    }
+
+    #[test]
+    fn a_write_that_fails_over_hashed_bytes_leaves_the_hash_to_assembly() {
+        let (_dir, path) = file_with(&[1u8; 6000]);
+        let hashes = RunningHashes::default();
+        hashes.add("a", &path, 0, 3000);
+        let (failed, _) = hashes.begin_write("a", 0, 3000);
+        drop(failed);
         hashes.add("a", &path, 3000, 3000);
         assert!(hashes.take("a").is_none());
     }
 
     #[test]
-    fn only_a_part_where_the_hash_has_got_to_may_hash_as_it_writes() {
-        let (_dir, path) = file_with(&[1u8; 9000]);
+    fn a_write_that_fails_ahead_of_the_hash_changes_nothing() {
+        let (_dir, path) = file_with(&[1u8; 6000]);
         let hashes = RunningHashes::default();
+        let (failed, _) = hashes.begin_write("a", 3000, 3000);
+        drop(failed);
         hashes.add("a", &path, 0, 3000);
-        assert!(hashes.continuing_at("a", 0).is_none());
-        assert!(hashes.continuing_at("a", 6000).is_none());
-        assert!(hashes.continuing_at("a", 3000).is_some());
-        hashes.add("a", &path, 0, 3000);
-        assert!(
-            hashes.continuing_at("a", 3000).is_none(),
-            "written twice: nothing is trusted"
-        );
+        hashes.add("a", &path, 3000, 3000);
+        let running = hashes.take("a");
+        assert_eq!(running.as_ref().map(|r| r.1), Some(6000));
+        assert_eq!(finish(running, &path), hash_file(&path).unwrap());
     }
 
     #[test]
-    fn a_part_overlapping_the_one_being_read_back_was_written_twice() {
+    fn only_a_write_where_the_hash_has_got_to_may_hash_as_it_writes() {
+        let (_dir, path) = file_with(&[1u8; 9000]);
+        let hashes = RunningHashes::default();
+        hashes.add("a", &path, 0, 3000);
+        let hasher_at = |offset| {
+            let (write, hasher) = hashes.begin_write("a", offset, 3000);
+            write.finish();
+            hasher.is_some()
+        };
+        assert!(!hasher_at(0));
+        assert!(!hasher_at(6000));
+        assert!(hasher_at(3000));
+        hashes.add("a", &path, 0, 3000);
+        assert!(!hasher_at(3000), "written twice: nothing is trusted");
+    }
+
+    #[test]
+    fn a_range_overlapping_the_one_being_read_back_counts_as_written_twice() {
         let state = HashState {
             reading: Some((3000, 3000)),
             ..HashState::default()
@@ -892,16 +1027,19 @@ mod tests {
             Bytes::from_static(b"defg"),
             Bytes::new(),
         ];
-        let (left, hasher) = write_chunks_at(&file, chunks, 2, Some(Sha256::new()))
+        let hashes = RunningHashes::default();
+        let write = Arc::new(hashes.begin_write("a", 2, 7).0);
+        let (left, hasher) = write_chunks_at(&file, chunks, 2, Some(Sha256::new()), &write)
             .await
             .unwrap();
         assert!(left.is_empty());
         let hashed = hex(&hasher.expect("given back").finalize());
         assert_eq!(hashed, sha256_hex(&[b"abcdefg"]), "the chunks, in order");
-        let (left, _) = write_chunks_at(&file, vec![Bytes::new()], 9, None)
+        let (left, _) = write_chunks_at(&file, vec![Bytes::new()], 9, None, &write)
             .await
             .unwrap();
         assert!(left.is_empty());
+        assert!(!write.finish());
         assert_eq!(std::fs::read(&path).unwrap(), b"\0\0abcdefg");
     }
 }
