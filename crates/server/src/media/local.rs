@@ -183,18 +183,11 @@ impl LocalStore {
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(|e| io::Error::other(e.to_string()))??;
-        // Another write of this range ran meanwhile: the file may hold some of its bytes.
-        let disturbed = write.finish();
         let hashes = self.hashes.clone();
         let (asset_id, path) = (asset_id.to_owned(), self.asset_file(asset_id));
-        tokio::task::spawn_blocking(move || match hasher {
-            Some(hasher) if !disturbed => {
-                hashes.add_hashed(&asset_id, &path, offset, expected, hasher)
-            }
-            _ => hashes.add(&asset_id, &path, offset, expected),
-        })
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))?;
+        tokio::task::spawn_blocking(move || hashes.complete(&asset_id, &path, &write, hasher))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(())
     }
 
@@ -639,12 +632,17 @@ struct InPlaceWrite {
 }
 
 impl InPlaceWrite {
-    /// The write is complete and durable; returns whether it was disturbed.
-    fn finish(&self) -> bool {
+    /// The write is complete; returns whether it was disturbed. `state` is its entry's.
+    fn unregister(&self, state: &mut HashState) -> bool {
         self.finished
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
         state.writing.remove(&self.id).is_none_or(|w| w.disturbed)
+    }
+
+    #[cfg(test)]
+    fn finish(&self) -> bool {
+        let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.unregister(&mut state)
     }
 }
 
@@ -690,23 +688,16 @@ impl RunningHashes {
         map.entry(asset_id.to_owned()).or_default().clone()
     }
 
-    /// Part `[offset, offset + len)` of the asset's file (`path`) is durable: hash it and
-    /// any parts waiting behind it, unless another thread is already at it.
+    /// A part written whole, `[offset, offset + len)`, without a hasher.
+    #[cfg(test)]
     fn add(&self, asset_id: &str, path: &Path, offset: u64, len: u64) {
-        let entry = self.entry(asset_id);
-        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.overlaps(offset, len) {
-            // A part written again in place (its first copy was never recorded).
-            state.broken = true;
-        }
-        state.waiting.insert(offset, len);
-        drop(state);
-        self.catch_up(asset_id, &entry, path);
+        let (write, _) = self.begin_write(asset_id, offset, len);
+        self.complete(asset_id, path, &write, None);
     }
 
     /// An in-place write of `[offset, offset + len)` begins. With it, the hash of the file
     /// up to `offset` if that is exactly how far it has got: the write can feed its bytes
-    /// to it, then give it back with [`RunningHashes::add_hashed`] instead of being read
+    /// to it, then give it back with [`RunningHashes::complete`] instead of being read
     /// back.
     fn begin_write(&self, asset_id: &str, offset: u64, len: u64) -> (InPlaceWrite, Option<Sha256>) {
         let entry = self.entry(asset_id);
@@ -745,22 +736,39 @@ impl RunningHashes {
         (write, hasher)
     }
 
-    /// Part `[offset, offset + len)` is durable, and `hasher` (from
-    /// [`RunningHashes::begin_write`]) has seen the file up to its end, the part's bytes
-    /// as they were written. It becomes the running hash if nothing moved meanwhile;
-    /// otherwise the part is treated like any other (read back, or found written twice).
-    fn add_hashed(&self, asset_id: &str, path: &Path, offset: u64, len: u64, hasher: Sha256) {
-        let entry = self.entry(asset_id);
-        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
-        let unmoved = !state.broken && state.hashed == offset && state.hasher.is_some();
-        if !unmoved || state.overlaps(offset, len) {
-            drop(state);
-            return self.add(asset_id, path, offset, len);
+    /// The in-place write is complete and its range of the asset's file (`path`) durable:
+    /// hash it and any parts waiting behind it, unless another thread is already at it.
+    /// With `hasher` (from [`RunningHashes::begin_write`], fed the write's bytes), it
+    /// becomes the running hash, unless the hash moved meanwhile or another write of the
+    /// range ran at the same time (the file may hold some of its bytes): then the part is
+    /// read back like any other, or found written twice. All under one lock, so that a
+    /// write starting just after is seen by whatever follows it.
+    fn complete(&self, asset_id: &str, path: &Path, write: &InPlaceWrite, hasher: Option<Sha256>) {
+        let (offset, len) = (write.offset, write.len);
+        let mut state = write.entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        let disturbed = write.unregister(&mut state);
+        let overlaps = state.overlaps(offset, len);
+        match hasher {
+            Some(hasher)
+                if !disturbed
+                    && !overlaps
+                    && !state.broken
+                    && state.hashed == offset
+                    && state.hasher.is_some() =>
+            {
+                state.hasher = Some(hasher);
+                state.hashed = offset + len;
+            }
+            _ => {
+                if overlaps {
+                    // A part written again in place (its first copy was never recorded).
+                    state.broken = true;
+                }
+                state.waiting.insert(offset, len);
+            }
         }
-        state.hasher = Some(hasher);
-        state.hashed = offset + len;
         drop(state);
-        self.catch_up(asset_id, &entry, path);
+        self.catch_up(asset_id, &write.entry, path);
     }
 
     /// Reads back and hashes the parts waiting where the hash has got to, in order, unless
@@ -924,8 +932,7 @@ mod tests {
         let mut hasher = hasher.expect("the hash is at 0");
         let written = [1u8; 3000];
         hasher.update(written);
-        assert!(!write.finish(), "nothing else wrote there");
-        hashes.add_hashed("a", &path, 0, 3000, hasher);
+        hashes.complete("a", &path, &write, Some(hasher));
         let running = hashes.take("a");
         assert_eq!(running.as_ref().map(|r| r.1), Some(6000));
         assert_eq!(
@@ -943,9 +950,28 @@ mod tests {
         hasher.update([1u8; 3000]);
         // Another copy of the same part was recorded first.
         hashes.add("a", &path, 0, 3000);
-        write.finish();
-        hashes.add_hashed("a", &path, 0, 3000, hasher);
+        hashes.complete("a", &path, &write, Some(hasher));
         assert!(hashes.take("a").is_none());
+    }
+
+    #[test]
+    fn a_part_hashed_as_written_while_another_write_of_it_ran_is_read_back() {
+        let (_dir, path) = file_with(&[0u8; 3000]);
+        let hashes = RunningHashes::default();
+        let (write, hasher) = hashes.begin_write("a", 0, 3000);
+        let mut hasher = hasher.expect("the hash is at 0");
+        // A stale upload of the same part writes there too, then fails.
+        let (stale, _) = hashes.begin_write("a", 0, 3000);
+        drop(stale);
+        hasher.update([1u8; 3000]);
+        hashes.complete("a", &path, &write, Some(hasher));
+        let running = hashes.take("a");
+        assert_eq!(running.as_ref().map(|r| r.1), Some(3000));
+        assert_eq!(
+            finish(running, &path),
+            hash_file(&path).unwrap(),
+            "read back"
+        );
     }
 
     #[test]
