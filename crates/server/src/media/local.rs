@@ -620,7 +620,7 @@ struct Writing {
 
 /// An in-place write of part of an asset's file, from [`RunningHashes::begin_write`]. Two
 /// writes of overlapping ranges at once disturb each other: the file may end up with some
-/// bytes of each. Dropped without [`InPlaceWrite::finish`] (the write failed, or its
+/// bytes of each. Dropped before [`RunningHashes::complete`] (the write failed, or its
 /// request went away; its blocking writes hold it, so only once none is left), it may have
 /// left bytes in its range: anything hashed there cannot be trusted.
 struct InPlaceWrite {
