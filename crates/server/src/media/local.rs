@@ -152,8 +152,9 @@ impl LocalStore {
         if created {
             sync_dir(&self.media.join(".rushes-tmp")).await?;
         }
-        // A part that continues what is hashed (every still, the first of a big file's parts
-        // in flight) is hashed from the chunks it writes: it is never read back.
+        // A part that continues what is hashed (a single-part file such as a 1 MiB still, the
+        // first of a big file's parts in flight) is hashed from the chunks it writes: it is
+        // not read back.
         let (write, mut hasher) = self.hashes.begin_write(asset_id, offset, expected);
         let write = Arc::new(write);
         // Network chunks are gathered, not copied, and written with one `pwritev` per MiB.
@@ -505,48 +506,14 @@ async fn write_chunks_at(
     let file = file.clone();
     let write = write.clone();
     tokio::task::spawn_blocking(move || {
-        let _write = write;
-        // Hashed once written, while the disk takes them (a write may leave a chunk cut).
-        let to_hash = hasher.is_some().then(|| chunks.clone());
-        let mut at = offset;
-        let mut first = 0;
-        loop {
-            // Empty chunks carry nothing; `pwritev` of nothing but them would return 0.
-            while chunks.get(first).is_some_and(Bytes::is_empty) {
-                first += 1;
-            }
-            if first == chunks.len() {
-                break;
-            }
-            let slices: Vec<io::IoSlice<'_>> = chunks[first..]
-                .iter()
-                .map(|c| io::IoSlice::new(c))
-                .collect();
-            let mut n = rustix::io::pwritev(&*file, &slices, at)?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            at += n as u64;
-            // Skip what went out; a chunk written in part keeps its rest.
-            while n > 0 {
-                let len = chunks[first].len();
-                if n >= len {
-                    n -= len;
-                    first += 1;
-                } else {
-                    chunks[first] = chunks[first].slice(n..);
-                    n = 0;
-                }
-            }
-        }
-        // Start writing these pages to disk now rather than at the part's `fdatasync`,
-        // so the disk stays busy while the network delivers the rest. (On Linux,
-        // DONTNEED starts writeback of dirty pages and drops only clean ones.)
-        if let Some(len) = std::num::NonZeroU64::new(at - offset) {
-            let _ = rustix::fs::fadvise(&*file, offset, Some(len), rustix::fs::Advice::DontNeed);
-        }
-        if let (Some(hasher), Some(written)) = (&mut hasher, to_hash) {
-            for chunk in &written {
+        let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        write.landing(offset, total);
+        let written = write_all_at(&file, &chunks, offset);
+        write.landed();
+        written?;
+        // Hashed once written, while the disk takes them.
+        if let Some(hasher) = &mut hasher {
+            for chunk in &chunks {
                 hasher.update(chunk);
             }
         }
@@ -555,6 +522,50 @@ async fn write_chunks_at(
     })
     .await
     .map_err(|e| io::Error::other(e.to_string()))?
+}
+
+/// Writes `chunks` back to back from `offset` with `pwritev`, then starts their writeback.
+fn write_all_at(file: &std::fs::File, chunks: &[Bytes], offset: u64) -> io::Result<()> {
+    // A write may leave a chunk cut: it is cut in this copy, not in the caller's.
+    let mut chunks = chunks.to_vec();
+    let mut at = offset;
+    let mut first = 0;
+    loop {
+        // Empty chunks carry nothing; `pwritev` of nothing but them would return 0.
+        while chunks.get(first).is_some_and(Bytes::is_empty) {
+            first += 1;
+        }
+        if first == chunks.len() {
+            break;
+        }
+        let slices: Vec<io::IoSlice<'_>> = chunks[first..]
+            .iter()
+            .map(|c| io::IoSlice::new(c))
+            .collect();
+        let mut n = rustix::io::pwritev(file, &slices, at)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        at += n as u64;
+        // Skip what went out; a chunk written in part keeps its rest.
+        while n > 0 {
+            let len = chunks[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
+            } else {
+                chunks[first] = chunks[first].slice(n..);
+                n = 0;
+            }
+        }
+    }
+    // Start writing these pages to disk now rather than at the part's `fdatasync`, so the
+    // disk stays busy while the network delivers the rest. (On Linux, DONTNEED starts
+    // writeback of dirty pages and drops only clean ones.)
+    if let Some(len) = std::num::NonZeroU64::new(at - offset) {
+        let _ = rustix::fs::fadvise(file, offset, Some(len), rustix::fs::Advice::DontNeed);
+    }
+    Ok(())
 }
 
 async fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -593,7 +604,8 @@ struct HashState {
     /// In-place writes in progress, by id ([`InPlaceWrite`]).
     writing: HashMap<u64, Writing>,
     next_write: u64,
-    /// Part of the file was written twice: the hash cannot be trusted.
+    /// The hash cannot be trusted: part of the file was written twice, or bytes landed
+    /// where it had already been.
     broken: bool,
 }
 
@@ -616,13 +628,17 @@ struct Writing {
     len: u64,
     /// Another write of an overlapping range ran while this one did.
     disturbed: bool,
+    /// The bytes it is putting into the file right now (one `pwritev`): offset, length.
+    landing: Option<(u64, u64)>,
 }
 
 /// An in-place write of part of an asset's file, from [`RunningHashes::begin_write`]. Two
 /// writes of overlapping ranges at once disturb each other: the file may end up with some
-/// bytes of each. Dropped before [`RunningHashes::complete`] (the write failed, or its
-/// request went away; its blocking writes hold it, so only once none is left), it may have
-/// left bytes in its range: anything hashed there cannot be trusted.
+/// bytes of each. Each batch of bytes it puts into the file is announced
+/// ([`InPlaceWrite::landing`]): bytes landing where the hash has been (or is being read
+/// back) make the hash untrustworthy, whether the write then completes or fails. A write
+/// that fails without landing anything there (a stale upload that times out after its
+/// retry was hashed) costs nothing.
 struct InPlaceWrite {
     entry: Arc<RunningHash>,
     id: u64,
@@ -646,23 +662,39 @@ impl InPlaceWrite {
     }
 }
 
+impl InPlaceWrite {
+    /// Bytes `[at, at + len)` are about to go into the file.
+    fn landing(&self, at: u64, len: u64) {
+        let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        let end = at + len;
+        if at < state.hashed || state.reading.is_some_and(|(o, l)| o < end && at < o + l) {
+            // Under what was hashed, or what is being read back: the file no longer
+            // holds what the hash saw.
+            state.broken = true;
+        }
+        if let Some(this) = state.writing.get_mut(&self.id) {
+            this.landing = Some((at, len));
+        }
+    }
+
+    /// The bytes announced by [`InPlaceWrite::landing`] are in the file (or failed to go).
+    fn landed(&self) {
+        let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(this) = state.writing.get_mut(&self.id) {
+            this.landing = None;
+        }
+    }
+}
+
 impl Drop for InPlaceWrite {
     fn drop(&mut self) {
         if self.finished.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
+        // Failed, or its request went away. Its blocking writes hold it, so none is still
+        // landing; what they landed was checked as it went.
         let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
         state.writing.remove(&self.id);
-        // Bytes hashed (or being hashed) may have changed under the hash. Bytes not hashed
-        // yet are read back, or rewritten whole, before they are.
-        let end = self.offset + self.len;
-        if self.offset < state.hashed
-            || state
-                .reading
-                .is_some_and(|(o, l)| o < end && self.offset < o + l)
-        {
-            state.broken = true;
-        }
     }
 }
 
@@ -718,6 +750,7 @@ impl RunningHashes {
                 offset,
                 len,
                 disturbed,
+                landing: None,
             },
         );
         let hasher = if !state.broken && state.hashed == offset {
@@ -781,6 +814,17 @@ impl RunningHashes {
             let Some(len) = state.waiting.get(&start).copied() else {
                 break;
             };
+            let end = start + len;
+            if state
+                .writing
+                .values()
+                .filter_map(|w| w.landing)
+                .any(|(o, l)| o < end && start < o + l)
+            {
+                // Bytes going in as it would read them: what it hashes may not stay.
+                state.broken = true;
+                break;
+            }
             let Some(mut hasher) = state.hasher.take() else {
                 break;
             };
@@ -988,13 +1032,46 @@ mod tests {
     }
 
     #[test]
-    fn a_write_that_fails_over_hashed_bytes_leaves_the_hash_to_assembly() {
+    fn bytes_landing_over_hashed_bytes_leave_the_hash_to_assembly() {
         let (_dir, path) = file_with(&[1u8; 6000]);
         let hashes = RunningHashes::default();
         hashes.add("a", &path, 0, 3000);
         let (failed, _) = hashes.begin_write("a", 0, 3000);
+        failed.landing(0, 1000);
+        failed.landed();
         drop(failed);
         hashes.add("a", &path, 3000, 3000);
+        assert!(hashes.take("a").is_none());
+    }
+
+    #[test]
+    fn a_stale_write_that_fails_after_its_retry_was_hashed_costs_nothing() {
+        let (_dir, path) = file_with(&[1u8; 6000]);
+        let hashes = RunningHashes::default();
+        // The first upload of the part lands some bytes, then its connection goes quiet.
+        let (stale, _) = hashes.begin_write("a", 0, 3000);
+        stale.landing(0, 1000);
+        stale.landed();
+        // The device sends the part again, whole; it is read back (the stale one ran).
+        let (retry, hasher) = hashes.begin_write("a", 0, 3000);
+        hashes.complete("a", &path, &retry, hasher);
+        // Long after, the stale upload times out, having landed nothing more.
+        drop(stale);
+        hashes.add("a", &path, 3000, 3000);
+        let running = hashes.take("a");
+        assert_eq!(running.as_ref().map(|r| r.1), Some(6000), "no second pass");
+        assert_eq!(finish(running, &path), hash_file(&path).unwrap());
+    }
+
+    #[test]
+    fn a_part_is_not_read_back_while_bytes_land_in_it() {
+        let (_dir, path) = file_with(&[1u8; 3000]);
+        let hashes = RunningHashes::default();
+        let (landing, _) = hashes.begin_write("a", 0, 3000);
+        landing.landing(0, 1000);
+        hashes.add("a", &path, 0, 3000);
+        landing.landed();
+        drop(landing);
         assert!(hashes.take("a").is_none());
     }
 
