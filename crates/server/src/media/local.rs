@@ -526,10 +526,10 @@ async fn write_chunks_at(
 
 /// Writes `chunks` back to back from `offset` with `pwritev`, then starts their writeback.
 fn write_all_at(file: &std::fs::File, chunks: &[Bytes], offset: u64) -> io::Result<()> {
-    // A write may leave a chunk cut: it is cut in this copy, not in the caller's.
-    let mut chunks = chunks.to_vec();
     let mut at = offset;
     let mut first = 0;
+    // Bytes of `chunks[first]` already written (a write may stop inside a chunk).
+    let mut done_in_first = 0;
     loop {
         // Empty chunks carry nothing; `pwritev` of nothing but them would return 0.
         while chunks.get(first).is_some_and(Bytes::is_empty) {
@@ -538,9 +538,9 @@ fn write_all_at(file: &std::fs::File, chunks: &[Bytes], offset: u64) -> io::Resu
         if first == chunks.len() {
             break;
         }
-        let slices: Vec<io::IoSlice<'_>> = chunks[first..]
-            .iter()
-            .map(|c| io::IoSlice::new(c))
+        let slices: Vec<io::IoSlice<'_>> = std::iter::once(&chunks[first][done_in_first..])
+            .chain(chunks[first + 1..].iter().map(|c| &c[..]))
+            .map(io::IoSlice::new)
             .collect();
         let mut n = rustix::io::pwritev(file, &slices, at)?;
         if n == 0 {
@@ -549,12 +549,13 @@ fn write_all_at(file: &std::fs::File, chunks: &[Bytes], offset: u64) -> io::Resu
         at += n as u64;
         // Skip what went out; a chunk written in part keeps its rest.
         while n > 0 {
-            let len = chunks[first].len();
-            if n >= len {
-                n -= len;
+            let left = chunks[first].len() - done_in_first;
+            if n >= left {
+                n -= left;
                 first += 1;
+                done_in_first = 0;
             } else {
-                chunks[first] = chunks[first].slice(n..);
+                done_in_first += n;
                 n = 0;
             }
         }
@@ -644,14 +645,11 @@ struct InPlaceWrite {
     id: u64,
     offset: u64,
     len: u64,
-    finished: std::sync::atomic::AtomicBool,
 }
 
 impl InPlaceWrite {
-    /// The write is complete; returns whether it was disturbed. `state` is its entry's.
+    /// The write is over; returns whether it was disturbed. `state` is its entry's.
     fn unregister(&self, state: &mut HashState) -> bool {
-        self.finished
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         state.writing.remove(&self.id).is_none_or(|w| w.disturbed)
     }
 
@@ -660,14 +658,11 @@ impl InPlaceWrite {
         let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
         self.unregister(&mut state)
     }
-}
 
-impl InPlaceWrite {
     /// Bytes `[at, at + len)` are about to go into the file.
     fn landing(&self, at: u64, len: u64) {
         let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
-        let end = at + len;
-        if at < state.hashed || state.reading.is_some_and(|(o, l)| o < end && at < o + l) {
+        if state.hashed_over(at, len) {
             // Under what was hashed, or what is being read back: the file no longer
             // holds what the hash saw.
             state.broken = true;
@@ -688,27 +683,36 @@ impl InPlaceWrite {
 
 impl Drop for InPlaceWrite {
     fn drop(&mut self) {
-        if self.finished.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
-        }
-        // Failed, or its request went away. Its blocking writes hold it, so none is still
-        // landing; what they landed was checked as it went.
+        // Completed (then this finds nothing), failed, or its request went away. Its
+        // blocking writes hold it, so none is still landing; what they landed was checked
+        // as it went.
         let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.writing.remove(&self.id);
+        self.unregister(&mut state);
     }
 }
 
+/// Whether two ranges of a file, each (offset, length), share a byte.
+fn ranges_overlap((a, a_len): (u64, u64), (b, b_len): (u64, u64)) -> bool {
+    a < b + b_len && b < a + a_len
+}
+
 impl HashState {
+    /// Whether `[offset, offset + len)` was hashed already or is being read back to be.
+    fn hashed_over(&self, offset: u64, len: u64) -> bool {
+        offset < self.hashed
+            || self
+                .reading
+                .is_some_and(|reading| ranges_overlap(reading, (offset, len)))
+    }
+
     /// Whether `[offset, offset + len)` was hashed already, is being hashed, or waits to be:
     /// then that part of the file was written twice, and what was hashed may not be what
     /// the file holds.
     fn overlaps(&self, offset: u64, len: u64) -> bool {
-        let end = offset + len;
-        offset < self.hashed
-            || self.reading.is_some_and(|(o, l)| o < end && offset < o + l)
+        self.hashed_over(offset, len)
             || self
                 .waiting
-                .range(..end)
+                .range(..offset + len)
                 .next_back()
                 .is_some_and(|(&o, &l)| o + l > offset)
     }
@@ -734,10 +738,9 @@ impl RunningHashes {
     fn begin_write(&self, asset_id: &str, offset: u64, len: u64) -> (InPlaceWrite, Option<Sha256>) {
         let entry = self.entry(asset_id);
         let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
-        let end = offset + len;
         let mut disturbed = false;
         for other in state.writing.values_mut() {
-            if other.offset < end && offset < other.offset + other.len {
+            if ranges_overlap((other.offset, other.len), (offset, len)) {
                 other.disturbed = true;
                 disturbed = true;
             }
@@ -764,7 +767,6 @@ impl RunningHashes {
             id,
             offset,
             len,
-            finished: false.into(),
         };
         (write, hasher)
     }
@@ -814,12 +816,11 @@ impl RunningHashes {
             let Some(len) = state.waiting.get(&start).copied() else {
                 break;
             };
-            let end = start + len;
             if state
                 .writing
                 .values()
                 .filter_map(|w| w.landing)
-                .any(|(o, l)| o < end && start < o + l)
+                .any(|landing| ranges_overlap(landing, (start, len)))
             {
                 // Bytes going in as it would read them: what it hashes may not stay.
                 state.broken = true;
