@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts, Multipart, Query, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use axum::{Form, Json};
+use axum::Form;
 use rushes_proto::error::oauth;
 use serde_json::{Map, Value};
 
@@ -169,6 +169,12 @@ fn content_type(headers: &HeaderMap) -> String {
 }
 
 /// The body of an asset request as a JSON object; urlencoded forms become string values.
+///
+/// Devices label their bodies loosely (no `Content-Type`, `text/plain`,
+/// `application/octet-stream`, a charset), so the body decides: one that parses as a JSON
+/// object is JSON whatever its label; otherwise a urlencoded form, when labelled so or when
+/// unlabelled and shaped like one. Anything else is 400 (or 415 when its label says it is
+/// some other format).
 pub struct Fields {
     pub map: Map<String, Value>,
     /// Whether the body was JSON (real-time uploads require it).
@@ -180,8 +186,43 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let content_type = content_type(req.headers());
-        if content_type.starts_with("application/x-www-form-urlencoded") {
-            let Form(body) = Form::<HashMap<String, String>>::from_request(req, state)
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Payload Too Large",
+                        "The request body is too large.",
+                    )
+                } else {
+                    ApiError::bad_request(format!("The body could not be read: {}", e.body_text()))
+                }
+            })?;
+        let labelled_form = content_type.starts_with("application/x-www-form-urlencoded");
+        let json_error = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(mut map)) => {
+                accept_nested_strings(&mut map);
+                return Ok(Fields { map, is_json: true });
+            }
+            Ok(_) if !labelled_form => {
+                return Err(ApiError::bad_request("The JSON body must be an object."));
+            }
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
+        let unlabelled = matches!(
+            media_type(&content_type),
+            "" | "text/plain" | "application/octet-stream"
+        );
+        if labelled_form || (unlabelled && looks_like_form(&body)) {
+            // The body again, labelled as what it is, for axum's form parser.
+            let form = Request::builder()
+                .method(axum::http::Method::POST)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(axum::body::Body::from(body))
+                .map_err(|e| ApiError::bad_request(format!("The form body could not be read: {e}")))?;
+            let Form(pairs) = Form::<HashMap<String, String>>::from_request(form, state)
                 .await
                 .map_err(|e| {
                     ApiError::bad_request(format!(
@@ -189,7 +230,7 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
                         e.body_text()
                     ))
                 })?;
-            let map = body
+            let map = pairs
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect();
@@ -198,32 +239,67 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
                 is_json: false,
             });
         }
-        if content_type.starts_with("application/json") || content_type.is_empty() {
-            let Json(value) = Json::<Value>::from_request(req, state).await.map_err(|e| {
-                let status = e.status();
-                if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        status,
-                        "Payload Too Large",
-                        "The request body is too large.",
-                    )
-                } else {
-                    ApiError::bad_request(format!(
-                        "The JSON body could not be read: {}",
-                        e.body_text()
-                    ))
-                }
-            })?;
-            return match value {
-                Value::Object(map) => Ok(Fields { map, is_json: true }),
-                _ => Err(ApiError::bad_request("The JSON body must be an object.")),
-            };
+        let looks_like_json = unlabelled
+            || media_type(&content_type).ends_with("json")
+            || media_type(&content_type).ends_with("+json");
+        match json_error {
+            Some(e) if looks_like_json => Err(ApiError::bad_request(format!(
+                "The body is neither a JSON object nor a form: {}",
+                if body.is_empty() { "it is empty".to_owned() } else { e.to_string() }
+            ))),
+            _ => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Media Type",
+                "Send a JSON object (application/json) or application/x-www-form-urlencoded.",
+            )),
         }
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Media Type",
-            "Send application/json or application/x-www-form-urlencoded.",
-        ))
+    }
+}
+
+/// `type/subtype` of a lower-cased `Content-Type`, without its parameters.
+fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
+/// An unlabelled body that can only be a urlencoded form: `name=value` pairs of printable
+/// characters (a form parser reads any text as one, so the shape is checked first).
+fn looks_like_form(body: &[u8]) -> bool {
+    !body.is_empty()
+        && body.contains(&b'=')
+        && body.iter().all(|b| b.is_ascii_graphic())
+        && !body.starts_with(b"{")
+        && !body.starts_with(b"[")
+}
+
+/// Numbers and booleans as strings inside the objects of a list (`"parts": [{"number":
+/// "1", "size": "5242880", "is_final": "false"}]`), as some cameras send them, become
+/// numbers and booleans. Top-level fields are left alone: their typed accessors below
+/// read both forms, and a top-level string such as a name may well be all digits.
+fn accept_nested_strings(map: &mut Map<String, Value>) {
+    for value in map.values_mut() {
+        let Value::Array(items) = value else {
+            continue;
+        };
+        for item in items {
+            let Value::Object(fields) = item else {
+                continue;
+            };
+            for field in fields.values_mut() {
+                let Value::String(s) = field else {
+                    continue;
+                };
+                let text = s.trim();
+                if let Ok(n) = text.parse::<u64>() {
+                    *field = Value::from(n);
+                } else if let Ok(n) = text.parse::<i64>() {
+                    *field = Value::from(n);
+                } else if text.eq_ignore_ascii_case("true") {
+                    *field = Value::Bool(true);
+                } else if text.eq_ignore_ascii_case("false") {
+                    *field = Value::Bool(false);
+                }
+            }
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub mod startup;
 mod state;
 mod throttle;
 pub mod tls;
+mod transport;
 mod web;
 
 pub use config::Config;

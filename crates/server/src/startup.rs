@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::Handle;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use axum_server::tls_rustls::RustlsConfig;
 
 use crate::config::Config;
 use crate::db::Db;
@@ -18,7 +18,7 @@ use crate::signing::UrlSigner;
 use crate::state::AppState;
 use crate::throttle::TokenLimiter;
 use crate::web::RateLimiter;
-use crate::{finalise, part_watch, routes, secrets, tls};
+use crate::{finalise, part_watch, routes, secrets, tls, transport};
 
 /// What the operator must be told at start.
 pub struct Banner {
@@ -171,15 +171,25 @@ impl Application {
             tracing::info!("shutting down");
             handle.graceful_shutdown(Some(Duration::from_secs(10)));
         });
-        let acceptor = RustlsAcceptor::new(self.rustls).handshake_timeout(Duration::from_secs(10));
+        let app = app.layer(axum::middleware::from_fn(transport::answer_readably));
+        let acceptor =
+            transport::TlsAcceptor::new(self.rustls.get_inner(), Duration::from_secs(10));
         let mut server = axum_server::from_tcp(self.listener)?
             .acceptor(acceptor)
             .handle(self.handle);
         // Slow clients: headers must arrive within 30 s (bodies have their own timeouts).
+        // hyper's HTTP/1 read buffer (about 400 KiB by default, which bounds a header block)
+        // stays as it is: it also carries part bodies. The contract's 64 KiB limit is
+        // `answer_readably`'s, on both versions; HTTP/2's own limit is raised above it so
+        // that it is ours that answers (hyper's 16 KiB default would refuse sooner).
         server
             .http_builder()
             .http1()
             .header_read_timeout(Duration::from_secs(30));
+        server
+            .http_builder()
+            .http2()
+            .max_header_list_size(4 * transport::MAX_HEADER_BYTES as u32);
         server
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await?;

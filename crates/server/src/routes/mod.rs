@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
     let realtime = post(assets::register_parts);
     let api = Router::new()
         .route("/health", get(health))
+        .route("/v2/health", get(health))
         .route("/ca.crt", get(ca_certificate))
         .route("/ca.pem", get(ca_certificate))
         .route("/ROOT.CRT", get(ca_certificate))
@@ -45,7 +46,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/assets/{id}/realtime_upload/parts", realtime.clone())
         .route("/v2/devices/assets/{id}/realtime-upload-parts", realtime)
         .route("/v2/devices/assets/{id}/upload", get(assets::upload_status))
-        .layer(DefaultBodyLimit::max(MAX_BODY));
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            MAX_BODY,
+            crate::transport::refuse_oversized,
+        ));
     // Part bodies are streamed to disk with their own length check and idle timeout.
     let uploads = Router::new().route("/upload/{asset_id}/{number}", put(upload::put_part));
     api.merge(uploads)
