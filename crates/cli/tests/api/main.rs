@@ -23,5 +23,6 @@ mod limits;
 mod operations;
 mod s3;
 mod scale_out;
+mod tolerance;
 mod uploads;
 mod web;
