@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use axum::Form;
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Query, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use axum::Form;
 use rushes_proto::error::oauth;
 use serde_json::{Map, Value};
 
@@ -221,7 +221,9 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
                 .method(axum::http::Method::POST)
                 .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(axum::body::Body::from(body))
-                .map_err(|e| ApiError::bad_request(format!("The form body could not be read: {e}")))?;
+                .map_err(|e| {
+                    ApiError::bad_request(format!("The form body could not be read: {e}"))
+                })?;
             let Form(pairs) = Form::<HashMap<String, String>>::from_request(form, state)
                 .await
                 .map_err(|e| {
@@ -245,7 +247,11 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
         match json_error {
             Some(e) if looks_like_json => Err(ApiError::bad_request(format!(
                 "The body is neither a JSON object nor a form: {}",
-                if body.is_empty() { "it is empty".to_owned() } else { e.to_string() }
+                if body.is_empty() {
+                    "it is empty".to_owned()
+                } else {
+                    e.to_string()
+                }
             ))),
             _ => Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -389,6 +395,7 @@ mod tests {
     use std::task::Poll;
 
     use axum::body::{Body, Bytes};
+    use axum::response::IntoResponse;
 
     use super::*;
 
@@ -405,6 +412,71 @@ mod tests {
         }
         chunks.push(format!("--{boundary}--\r\n"));
         chunks.into_iter().map(Bytes::from).collect()
+    }
+
+    async fn fields(label: Option<&str>, body: &'static str) -> Result<Fields, ApiError> {
+        let mut req = Request::builder().method("POST");
+        if let Some(label) = label {
+            req = req.header(CONTENT_TYPE, label);
+        }
+        Fields::from_request(req.body(Body::from(body)).unwrap(), &()).await
+    }
+
+    #[tokio::test]
+    async fn a_json_object_is_json_whatever_its_label() {
+        for label in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+        ] {
+            let f = fields(label, r#"{"filesize": "24638557", "channel": null}"#)
+                .await
+                .unwrap_or_else(|_| panic!("{label:?}"));
+            assert!(f.is_json);
+            assert_eq!(f.int("filesize").unwrap(), Some(24638557));
+            assert_eq!(f.int("channel").unwrap(), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_form_is_read_when_labelled_or_shaped_like_one() {
+        for label in [Some("application/x-www-form-urlencoded"), None] {
+            let f = fields(label, "name=A.MP4&filesize=10").await.unwrap();
+            assert!(!f.is_json);
+            assert_eq!(f.string("name").unwrap().as_deref(), Some("A.MP4"));
+        }
+        for (label, body, status) in [
+            (None, "hello camera", StatusCode::BAD_REQUEST),
+            (None, "", StatusCode::BAD_REQUEST),
+            (Some("application/json"), "[1]", StatusCode::BAD_REQUEST),
+            (
+                Some("application/xml"),
+                "<a/>",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+        ] {
+            let Err(e) = fields(label, body).await else {
+                panic!("{label:?} {body:?} was accepted");
+            };
+            assert_eq!(e.into_response().status(), status, "{label:?} {body:?}");
+        }
+    }
+
+    #[test]
+    fn strings_inside_listed_objects_become_numbers_and_booleans() {
+        let mut map = serde_json::json!({
+            "name": "1234", "parts": [{"number": "2", "size": " 5242880", "is_final": "TRUE",
+                                       "note": "x"}]
+        });
+        let Value::Object(map) = &mut map else {
+            unreachable!()
+        };
+        accept_nested_strings(map);
+        assert_eq!(map["name"], "1234");
+        assert_eq!(
+            map["parts"][0],
+            serde_json::json!({"number": 2, "size": 5242880, "is_final": true, "note": "x"})
+        );
     }
 
     #[tokio::test]

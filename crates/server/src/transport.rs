@@ -75,10 +75,7 @@ impl TlsAcceptor {
 
     /// The configuration for a client offering `offered` by ALPN (`None`: no ALPN
     /// extension at all, which rustls handles by selecting nothing).
-    fn config_for<'a>(
-        &self,
-        offered: Option<impl Iterator<Item = &'a [u8]>>,
-    ) -> Arc<ServerConfig> {
+    fn config_for<'a>(&self, offered: Option<impl Iterator<Item = &'a [u8]>>) -> Arc<ServerConfig> {
         let Some(mut offered) = offered else {
             return self.with_alpn.clone();
         };
@@ -109,7 +106,9 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for TlsAccepto
         Box::pin(async move {
             let tls = tokio::time::timeout(acceptor.handshake_timeout, acceptor.handshake(tcp))
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
             Ok((tls, service))
         })
     }

@@ -279,7 +279,11 @@ async fn a_body_that_is_neither_json_nor_a_form_is_a_clear_400_or_415() {
     let cases: [(Option<&str>, &str, StatusCode); 6] = [
         (None, "{\"name\": \"A.MP4\", ", StatusCode::BAD_REQUEST),
         (None, "", StatusCode::BAD_REQUEST),
-        (Some("application/json"), "not json", StatusCode::BAD_REQUEST),
+        (
+            Some("application/json"),
+            "not json",
+            StatusCode::BAD_REQUEST,
+        ),
         (Some("text/plain"), "hello camera", StatusCode::BAD_REQUEST),
         (Some("application/json"), "[1, 2]", StatusCode::BAD_REQUEST),
         (
@@ -365,8 +369,12 @@ async fn a_client_offering_only_http_1_0_by_alpn_is_served_http_1() {
     assert_eq!(answer.status, 200, "{}", answer.head);
 
     // A client that offers what we serve still gets it.
-    let conn = connect(&app, &[b"h2", b"http/1.1"], ServerName::try_from("localhost").unwrap())
-        .await;
+    let conn = connect(
+        &app,
+        &[b"h2", b"http/1.1"],
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .await;
     assert_eq!(conn.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 }
 
@@ -459,8 +467,7 @@ async fn with_expect_100_continue_the_refusal_comes_instead_of_100_continue() {
         .unwrap();
     let answer = read_answer(&mut conn, &mut Vec::new()).await;
     assert_eq!(
-        answer.status,
-        413,
+        answer.status, 413,
         "the first answer is the refusal: {}",
         answer.head
     );
@@ -522,7 +529,11 @@ async fn reqwest_sending_a_20_mb_body_gets_the_413_on_both_http_versions() {
             .expect("an answer, not a connection error");
         let version = res.version();
         let (status, _, detail) = detailed_error(res).await;
-        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{version:?}: {detail}");
+        assert_eq!(
+            status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{version:?}: {detail}"
+        );
     }
 }
 
