@@ -422,13 +422,18 @@ const TWENTY_MB: usize = 20_000_000;
 
 /// The head of a `POST /v2/devices/assets` announcing a 20 MB JSON body.
 fn oversized_create_head(token: &str, expect: bool) -> String {
+    oversized_head("/v2/devices/assets", token, expect)
+}
+
+/// The head of a `POST {path}` announcing a 20 MB JSON body.
+fn oversized_head(path: &str, token: &str, expect: bool) -> String {
     let expect = if expect {
         "Expect: 100-continue\r\n"
     } else {
         ""
     };
     format!(
-        "POST /v2/devices/assets HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {TWENTY_MB}\r\n{expect}\r\n"
     )
 }
@@ -444,17 +449,35 @@ fn big_json() -> Vec<u8> {
 async fn a_20_mb_body_is_answered_413_before_the_client_sends_the_rest() {
     let app = spawn_app().await;
     let token = app.pair("cam-big-body").await.access_token;
+    let res = app
+        .create_asset_raw(
+            &token,
+            json!({"is_realtime_upload": true, "filetype": "video/mp4", "extension": ".mp4"}),
+        )
+        .await;
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let body = big_json();
-    let mut conn = http11(&app).await;
-    conn.write_all(oversized_create_head(&token, false).as_bytes())
-        .await
-        .unwrap();
-    conn.write_all(&body[..MIB]).await.unwrap();
-    conn.flush().await.unwrap();
-    let answer = read_answer(&mut conn, &mut Vec::new()).await;
-    let (status, detail) = answer.detailed_error();
-    assert_eq!(status, 413, "{detail}");
-    assert!(detail.contains("too large"), "{detail}");
+    for path in [
+        "/v2/devices/assets".to_owned(),
+        "/v2/assets".to_owned(),
+        format!("/v2/devices/assets/{id}/realtime_upload/parts"),
+        format!("/v2/assets/{id}/realtime_upload/parts"),
+        format!("/v2/devices/assets/{id}/realtime-upload-parts"),
+    ] {
+        let mut conn = http11(&app).await;
+        conn.write_all(oversized_head(&path, &token, false).as_bytes())
+            .await
+            .unwrap();
+        conn.write_all(&body[..MIB]).await.unwrap();
+        conn.flush().await.unwrap();
+        let answer = read_answer(&mut conn, &mut Vec::new()).await;
+        let (status, detail) = answer.detailed_error();
+        assert_eq!(status, 413, "{path}: {detail}");
+        assert!(detail.contains("too large"), "{path}: {detail}");
+    }
 }
 
 #[tokio::test]
