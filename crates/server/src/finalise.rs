@@ -120,7 +120,9 @@ async fn finalise(state: &AppState, asset_id: &str) -> anyhow::Result<()> {
                     anyhow::bail!("assembled {} bytes, expected {expected:?}", done.size);
                 }
                 if may_duplicate {
-                    if let Some(original) = state.db.complete_twin(&asset, Some(&done.sha256)).await? {
+                    if let Some(original) =
+                        state.db.complete_twin(&asset, Some(&done.sha256)).await?
+                    {
                         record_duplicate(state, &target, &original, &done).await?;
                         return Ok(());
                     }

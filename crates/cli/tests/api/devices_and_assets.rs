@@ -580,18 +580,20 @@ async fn a_repeated_create_gets_the_same_asset_until_bytes_arrive() {
         .await;
     assert_eq!(res.status(), StatusCode::OK);
 
-    // Once bytes arrived it is an upload in progress: the same create is a new clip.
+    // Once bytes arrived it is an upload in progress: the same create is the device
+    // creating the file again, which supersedes it (c2c-api.md §4; camera_uploads.rs).
     let third = app.create_asset(token, "retry.mov", data.len()).await;
     assert_ne!(third.id, first.id);
-    assert!(third.path.ends_with("/retry (2).mov"), "{}", third.path);
+    assert_eq!(third.path, first.path);
     let res = app
         .put_part(&again.upload_urls[1], data[half..].to_vec())
         .await;
     assert_eq!(res.status(), StatusCode::OK);
-    app.wait_complete(token, &first.id).await;
-    assert_eq!(app.asset_entry(&first.id)["sha256"], sha256_hex(&data));
+    app.upload(&third, &data).await;
+    app.wait_complete(token, &third.id).await;
+    assert_eq!(app.asset_entry(&third.id)["sha256"], sha256_hex(&data));
     let list = app.cli_json(&["asset", "list"]);
-    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
 }
 
 #[tokio::test]

@@ -168,6 +168,13 @@ const RETRIED_CREATE: &str = "device_id = $1 AND name = $2 AND filesize = $3 AND
        AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.asset_id = a.id AND p.received_at IS NOT NULL)
      ORDER BY created_at DESC LIMIT 1";
 
+/// The device's unfinished planned asset of a name and size, newest first: what a create
+/// of the same file supersedes.
+const UNFINISHED_TWIN: &str = "SELECT id, path FROM assets
+     WHERE device_id = $1 AND name = $2 AND filesize = $3 AND project_id = $4
+       AND realtime = 0 AND state = 'uploading'
+     ORDER BY created_at DESC LIMIT 1";
+
 static RETRIED_CREATE_ID: LazyLock<String> =
     LazyLock::new(|| format!("SELECT a.id FROM assets a WHERE {RETRIED_CREATE}"));
 
@@ -490,69 +497,94 @@ impl Db {
         Ok(path)
     }
 
-    /// The unfinished planned asset of the device with this name and size, newest first: a
-    /// create that matches it supersedes it (see [`Db::supersede`]).
-    pub async fn unfinished_twin(
+    /// Whether the device has an unfinished planned asset of this name and size, which a
+    /// create would supersede (see [`Db::create_superseding`]). On SQLite it runs on the
+    /// request's thread, as the other lookups every create makes do.
+    pub async fn has_unfinished_twin(
         &self,
         project_id: &str,
         device_id: &str,
         name: &str,
         filesize: u64,
-    ) -> DbResult<Option<Asset>> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ASSET_COLUMNS} FROM assets
-             WHERE device_id = $1 AND name = $2 AND filesize = $3 AND project_id = $4
-               AND realtime = 0 AND state = 'uploading'
-             ORDER BY created_at DESC LIMIT 1"
-        )))
-        .bind(device_id)
-        .bind(name)
-        .bind(to_i64(filesize))
-        .bind(project_id)
-        .fetch_optional(self.pool())
-        .await
+    ) -> DbResult<bool> {
+        if let Some(inline) = &self.inline {
+            let found = inline.query_row(
+                UNFINISHED_TWIN,
+                rusqlite::named_params! {
+                    "$1": device_id, "$2": name, "$3": to_i64(filesize), "$4": project_id,
+                },
+                |row| row.get::<_, String>(0),
+            )?;
+            return Ok(found.is_some());
+        }
+        let found: Option<(String, String)> = sqlx::query_as(UNFINISHED_TWIN)
+            .bind(device_id)
+            .bind(name)
+            .bind(to_i64(filesize))
+            .bind(project_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(found.is_some())
     }
 
-    /// Creates `new` in the place of the unfinished asset `old` (same path, so the same
-    /// name in the same folder), in one transaction that marks `old` superseded by
-    /// compare-and-set, gives up its path and forgets its parts. `None` when `old` is no
-    /// longer uploading (its last part won the race, or another create superseded it
-    /// first): the caller looks again. `abort_upload_at`: when the store's upload of `old`
-    /// (if it has one) may be aborted.
-    pub async fn supersede(
+    /// Creates the planned asset `new` in the place of the device's unfinished asset of the
+    /// same name and size (same path, so the same name in the same folder), in one
+    /// transaction that marks the earlier one superseded by compare-and-set, gives up its
+    /// path and forgets its parts; returns the new asset and the superseded one's id. The
+    /// lookup runs inside the transaction, so racing creates each supersede the latest
+    /// (one asset is left uploading); with none left to supersede (its last part came
+    /// first), `new` is created as any asset is. `abort_upload_at`: when the store's
+    /// upload of the superseded asset (if it has one) may be aborted.
+    pub async fn create_superseding(
         &self,
-        old: &Asset,
         new: &NewAsset,
+        filesize: u64,
         abort_upload_at: Millis,
-    ) -> DbResult<Option<Asset>> {
+    ) -> DbResult<(Asset, Option<String>)> {
         let now = now_ms();
-        let (folder, file) = old.path.rsplit_once('/').unwrap_or(("", &old.path));
-        let mut new = new.clone();
-        new.folder = folder.to_owned();
-        let mut row = AssetRow::new(new);
-        row.suffix = (1..10_000)
-            .find(|&n| row.new.name.with_suffix(n) == file)
-            .unwrap_or(1);
+        let mut row = AssetRow::new(new.clone());
         let mut tx = self.begin_write().await?;
-        let retired = sqlx::query(
-            "UPDATE assets SET state = 'superseded', path = $1, superseded_by = $2,
-                               next_check_at = NULL,
-                               abort_upload_at = CASE WHEN upload_id IS NULL THEN NULL ELSE $3 END
-             WHERE id = $4 AND state = 'uploading'",
-        )
-        .bind(retired_path(&old.id))
-        .bind(row.id())
-        .bind(abort_upload_at)
-        .bind(&old.id)
-        .execute(&mut *tx)
-        .await?;
-        if retired.rows_affected() != 1 {
-            return Ok(None);
-        }
-        sqlx::query("DELETE FROM parts WHERE asset_id = $1")
-            .bind(&old.id)
+        let mut superseded = None;
+        // PostgreSQL: a compare-and-set that lost to a racing create looks again (a few
+        // times; then the asset is created beside the winner's).
+        for _ in 0..8 {
+            let twin: Option<(String, String)> = sqlx::query_as(UNFINISHED_TWIN)
+                .bind(&new.device_id)
+                .bind(new.name.as_str())
+                .bind(to_i64(filesize))
+                .bind(&new.project_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((old_id, old_path)) = twin else {
+                break;
+            };
+            let retired = sqlx::query(
+                "UPDATE assets SET state = 'superseded', path = $1, superseded_by = $2,
+                                   next_check_at = NULL,
+                                   abort_upload_at = CASE WHEN upload_id IS NULL THEN NULL ELSE $3 END
+                 WHERE id = $4 AND state = 'uploading'",
+            )
+            .bind(retired_path(&old_id))
+            .bind(row.id().to_owned())
+            .bind(abort_upload_at)
+            .bind(&old_id)
             .execute(&mut *tx)
             .await?;
+            if retired.rows_affected() != 1 {
+                continue;
+            }
+            sqlx::query("DELETE FROM parts WHERE asset_id = $1")
+                .bind(&old_id)
+                .execute(&mut *tx)
+                .await?;
+            let (folder, file) = old_path.rsplit_once('/').unwrap_or(("", &old_path));
+            row.new.folder = folder.to_owned();
+            row.suffix = (1..10_000)
+                .find(|&n| row.new.name.with_suffix(n) == file)
+                .unwrap_or(1);
+            superseded = Some(old_id);
+            break;
+        }
         let asset = loop {
             let made = insert_statement(&[&row], now, InsertSql::Portable)
                 .fetch_optional(&mut *tx)
@@ -563,12 +595,16 @@ impl Db {
             row.next_name();
         };
         tx.commit().await?;
-        Ok(Some(asset))
+        Ok((asset, superseded))
     }
 
     /// The complete clip of the same device, name and size in the same folder as `asset`
     /// (with this SHA-256, when given): what a clip sent again duplicates.
-    pub async fn complete_twin(&self, asset: &Asset, sha256: Option<&str>) -> DbResult<Option<String>> {
+    pub async fn complete_twin(
+        &self,
+        asset: &Asset,
+        sha256: Option<&str>,
+    ) -> DbResult<Option<String>> {
         let Some(filesize) = asset.filesize else {
             return Ok(None);
         };

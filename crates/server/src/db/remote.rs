@@ -183,7 +183,10 @@ impl Db {
 
     /// Superseded assets whose store upload may now be aborted (every URL handed out for
     /// it has expired): id and upload.
-    pub async fn superseded_uploads_due(&self, now: Millis) -> DbResult<Vec<(String, RemoteUpload)>> {
+    pub async fn superseded_uploads_due(
+        &self,
+        now: Millis,
+    ) -> DbResult<Vec<(String, RemoteUpload)>> {
         let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT id, object_key, upload_id FROM assets
              WHERE abort_upload_at <= $1 AND state = 'superseded' ORDER BY abort_upload_at LIMIT 100",
@@ -194,7 +197,13 @@ impl Db {
         Ok(rows
             .into_iter()
             .filter_map(|(id, key, upload_id)| {
-                Some((id, RemoteUpload { key: key?, upload_id: upload_id? }))
+                Some((
+                    id,
+                    RemoteUpload {
+                        key: key?,
+                        upload_id: upload_id?,
+                    },
+                ))
             })
             .collect())
     }

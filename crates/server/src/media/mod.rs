@@ -105,7 +105,8 @@ pub trait MediaStore: Send + Sync {
     ) -> Result<Assembled, AssembleError>;
 
     /// Puts an asset assembled with [`AssetTarget::hold`] into its place.
-    async fn place(&self, target: &AssetTarget, assembled: &Assembled) -> Result<(), AssembleError>;
+    async fn place(&self, target: &AssetTarget, assembled: &Assembled)
+    -> Result<(), AssembleError>;
 
     /// Drops the bytes of an assembled asset found to duplicate a clip already stored.
     async fn discard_duplicate(&self, target: &AssetTarget) -> std::io::Result<()>;

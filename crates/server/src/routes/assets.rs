@@ -166,15 +166,15 @@ pub async fn create(
         _ => None,
     };
     let new = NewAsset {
-            project_id: device.project_id.clone(),
-            device_id: device.device_id.clone(),
-            name,
-            folder,
-            filetype,
-            filesize,
-            channel,
-            offset_secs: offset,
-            recorded_at,
+        project_id: device.project_id.clone(),
+        device_id: device.device_id.clone(),
+        name,
+        folder,
+        filetype,
+        filesize,
+        channel,
+        offset_secs: offset,
+        recorded_at,
         auto_version_id,
         plan,
     };
@@ -210,26 +210,25 @@ const SUPERSEDED_ABORT_SLACK_MS: i64 = 5_000;
 /// and the earlier one's received parts are dropped. A supersede that loses a race (the
 /// earlier asset's last part came first, or another create superseded it) looks again.
 async fn create_or_supersede(state: &AppState, new: &NewAsset, size: u64) -> ApiResult<Asset> {
-    for _ in 0..3 {
-        let Some(old) = state
-            .db
-            .unfinished_twin(&new.project_id, &new.device_id, new.name.as_str(), size)
-            .await?
-        else {
-            break;
-        };
-        // Every URL handed out for the earlier asset expires within one lifetime from now;
-        // its store upload (S3) stays open until then, so a late PUT is still answered 200.
-        let abort_at = now_ms()
-            + i64::try_from(state.config.upload_url_lifetime.as_millis()).unwrap_or(i64::MAX / 2)
-            + SUPERSEDED_ABORT_SLACK_MS;
-        if let Some(asset) = state.db.supersede(&old, new, abort_at).await? {
-            state.media.discard_parts(&old.id).await;
-            tracing::info!(asset = %asset.id, superseded = %old.id, path = %asset.path, "asset created again before it finished; the new one takes its place");
-            return Ok(asset);
-        }
+    // Nearly every create supersedes nothing: it goes the usual (batched) way.
+    if !state
+        .db
+        .has_unfinished_twin(&new.project_id, &new.device_id, new.name.as_str(), size)
+        .await?
+    {
+        return Ok(state.db.create_asset(new).await?);
     }
-    Ok(state.db.create_asset(new).await?)
+    // Every URL handed out for the earlier asset expires within one lifetime from now; its
+    // store upload (S3) stays open until then, so a late PUT is still answered 200.
+    let abort_at = now_ms()
+        + i64::try_from(state.config.upload_url_lifetime.as_millis()).unwrap_or(i64::MAX / 2)
+        + SUPERSEDED_ABORT_SLACK_MS;
+    let (asset, superseded) = state.db.create_superseding(new, size, abort_at).await?;
+    if let Some(old) = superseded {
+        state.media.discard_parts(&old).await;
+        tracing::info!(asset = %asset.id, superseded = %old, path = %asset.path, "asset created again before it finished; the new one takes its place");
+    }
+    Ok(asset)
 }
 
 /// The asset an identical create just made, if nothing was sent to it yet (see
