@@ -4,12 +4,18 @@
 //! The database claims an asset for finalisation (state `assembling`) in the same
 //! transaction that records its last part, so exactly one task finalises it, and an asset
 //! left `assembling` by a crash is finalised again at the next start.
+//!
+//! A clip that completes with the same name, size and SHA-256 as a complete clip of the
+//! same device in the same folder (a card sent again from the start) is recorded as a
+//! duplicate of it and its bytes dropped: when such a clip exists, the bytes are joined and
+//! hashed before they are put in place (S3 can only hash a completed object, so there the
+//! duplicate's object is deleted instead).
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::db::{AssetState, DbResult, PartRecord, run_to_end};
-use crate::media::{AssembleError, AssetTarget, StoredPart};
+use crate::media::{AssembleError, Assembled, AssetTarget, StoredPart};
 use crate::state::AppState;
 
 /// Finalises in the background, retrying with growing pauses when the store fails (a full
@@ -96,6 +102,8 @@ async fn finalise(state: &AppState, asset_id: &str) -> anyhow::Result<()> {
             })
         })
         .collect();
+    // Only a clip that may duplicate another is held back until its hash is known.
+    let may_duplicate = state.db.complete_twin(&asset, None).await?.is_some();
     loop {
         let target = AssetTarget {
             asset_id: asset.id.clone(),
@@ -103,13 +111,30 @@ async fn finalise(state: &AppState, asset_id: &str) -> anyhow::Result<()> {
             path: asset.path.clone(),
             upload: asset.remote_upload(),
             part_size: asset.plan().map(|p| p.part_size),
+            hold: may_duplicate,
         };
-        match state.media.assemble(&target, &parts).await {
+        let assembled = match state.media.assemble(&target, &parts).await {
             Ok(done) => {
                 let expected = asset.filesize.map(|s| s as u64);
                 if expected.is_some_and(|e| e != done.size) {
                     anyhow::bail!("assembled {} bytes, expected {expected:?}", done.size);
                 }
+                if may_duplicate {
+                    if let Some(original) =
+                        state.db.complete_twin(&asset, Some(&done.sha256)).await?
+                    {
+                        record_duplicate(state, &target, &original, &done).await?;
+                        return Ok(());
+                    }
+                    state.media.place(&target, &done).await.map(|()| done)
+                } else {
+                    Ok(done)
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match assembled {
+            Ok(done) => {
                 state
                     .db
                     .complete_asset(asset_id, &asset.path, &done.sha256, done.size)
@@ -127,8 +152,41 @@ async fn finalise(state: &AppState, asset_id: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Records an assembled asset as a duplicate of `original` and drops its bytes.
+async fn record_duplicate(
+    state: &AppState,
+    target: &AssetTarget,
+    original: &str,
+    done: &Assembled,
+) -> anyhow::Result<()> {
+    let asset_id = &target.asset_id;
+    if state
+        .db
+        .mark_duplicate(asset_id, original, &done.sha256, done.size)
+        .await?
+    {
+        // Recorded first: a crash before the bytes go leaves an object `recover` deletes,
+        // never a duplicate listed.
+        state.media.discard_duplicate(target).await?;
+        state.db.forget_object(asset_id).await?;
+        state.media.discard_parts(asset_id).await;
+        tracing::info!(asset = %asset_id, original = %original, sha256 = %done.sha256, "clip sent again; recorded as a duplicate of the one already stored");
+    }
+    Ok(())
+}
+
 /// After a start: finish what a crash interrupted and sweep leftovers of finished uploads.
 pub async fn recover(state: &AppState) -> anyhow::Result<()> {
+    if let Some(s3) = &state.s3 {
+        for (asset_id, key) in state.db.duplicate_objects().await? {
+            match s3.delete(&key).await {
+                Ok(()) => state.db.forget_object(&asset_id).await?,
+                Err(e) => {
+                    tracing::warn!(asset = %asset_id, key = %key, error = %e, "deleting a duplicate's object failed")
+                }
+            }
+        }
+    }
     for asset_id in state.db.assets_to_assemble().await? {
         tracing::info!(asset = %asset_id, "resuming an interrupted finalisation");
         if let Err(e) = finalise(state, &asset_id).await {

@@ -9,7 +9,9 @@
 //! that completes an asset hands it to `finalise`.
 //!
 //! The same loop aborts uploads that saw no new part for `abandon_after`, freeing the
-//! storage their parts hold in the bucket.
+//! storage their parts hold in the bucket, and the uploads of superseded assets (the device
+//! created the file again) once every URL handed out for them has expired: until then a
+//! late PUT from the device is answered 200 by the bucket, and its bytes go with the abort.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,12 +33,15 @@ const CONCURRENT_CHECKS: usize = 8;
 const CHECKS_PER_TICK: i64 = 64;
 /// How often idle uploads are looked for (more often when they are abandoned sooner).
 const ABANDON_SWEEP: Duration = Duration::from_secs(30);
+/// How often superseded uploads whose URLs have expired are looked for.
+const SUPERSEDED_SWEEP: Duration = Duration::from_secs(5);
 
 pub fn spawn(state: AppState, s3: Arc<S3Store>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sweep: Option<Instant> = None;
+        let mut last_superseded_sweep: Option<Instant> = None;
         let sweep_every = ABANDON_SWEEP.min(state.config.s3_abandon_after / 2);
         loop {
             tick.tick().await;
@@ -47,6 +52,12 @@ pub fn spawn(state: AppState, s3: Arc<S3Store>) {
                 last_sweep = Some(Instant::now());
                 if let Err(e) = abort_abandoned(&state, &s3).await {
                     tracing::warn!(error = %e, "looking for abandoned S3 uploads failed");
+                }
+            }
+            if last_superseded_sweep.is_none_or(|t| t.elapsed() >= SUPERSEDED_SWEEP) {
+                last_superseded_sweep = Some(Instant::now());
+                if let Err(e) = abort_superseded(&state, &s3).await {
+                    tracing::warn!(error = %e, "aborting superseded S3 uploads failed");
                 }
             }
         }
@@ -121,7 +132,7 @@ pub async fn check(state: &AppState, s3: &S3Store, asset_id: &str) -> anyhow::Re
                     return Ok(());
                 }
             }
-            PartRecord::AlreadyComplete => return Ok(()),
+            PartRecord::AlreadyComplete | PartRecord::Superseded => return Ok(()),
             PartRecord::WrongSize { expected } => {
                 tracing::warn!(asset = %asset_id, part = part.number, size = part.size, expected, "a part of the wrong size is in the store; waiting for it to be sent again");
             }
@@ -159,6 +170,22 @@ async fn abort_abandoned(state: &AppState, s3: &S3Store) -> anyhow::Result<()> {
             }
             Err(e) => {
                 tracing::error!(asset = %id, key = %upload.key, upload_id = %upload.upload_id, error = %e, "aborting an abandoned upload failed; a bucket lifecycle rule will have to free its parts")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Aborts the store's uploads of superseded assets whose URLs have all expired.
+async fn abort_superseded(state: &AppState, s3: &S3Store) -> anyhow::Result<()> {
+    for (id, upload) in state.db.superseded_uploads_due(now_ms()).await? {
+        match s3.abort(&upload).await {
+            Ok(()) => {
+                state.db.superseded_upload_aborted(&id).await?;
+                tracing::info!(asset = %id, "aborted the upload of a superseded asset");
+            }
+            Err(e) => {
+                tracing::warn!(asset = %id, key = %upload.key, error = %e, "aborting a superseded upload failed; trying again later")
             }
         }
     }

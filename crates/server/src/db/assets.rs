@@ -38,6 +38,12 @@ pub enum AssetState {
     /// No part arrived for longer than the store keeps uploads open; the store's upload was
     /// aborted and its parts freed (S3 only).
     Abandoned,
+    /// The device created the same file again before this one finished; the newer asset
+    /// took its place and its received parts were dropped. Never listed.
+    Superseded,
+    /// Completed with the same name, size and SHA-256 as a complete clip of the same device
+    /// in the same folder (a card sent again): its bytes were dropped. Never listed.
+    Duplicate,
 }
 
 impl AssetState {
@@ -46,6 +52,8 @@ impl AssetState {
             "complete" => AssetState::Complete,
             "assembling" => AssetState::Assembling,
             "abandoned" => AssetState::Abandoned,
+            "superseded" => AssetState::Superseded,
+            "duplicate" => AssetState::Duplicate,
             _ => AssetState::Uploading,
         }
     }
@@ -123,6 +131,9 @@ pub enum PartRecord {
     },
     /// The asset was already complete (or being completed): the bytes are not needed.
     AlreadyComplete,
+    /// The asset was superseded by a newer create: the bytes are not needed, and whatever
+    /// of them reached the store since its parts were dropped must go too.
+    Superseded,
     /// The part is not (or no longer) expected with this size.
     WrongSize {
         expected: u64,
@@ -155,6 +166,13 @@ const RETRIED_CREATE: &str = "device_id = $1 AND name = $2 AND filesize = $3 AND
        AND state = 'uploading' AND created_at > $6
        AND $4 >= recorded_at - $5 AND $4 <= recorded_at + ($7 - created_at) + $5
        AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.asset_id = a.id AND p.received_at IS NOT NULL)
+     ORDER BY created_at DESC LIMIT 1";
+
+/// The device's unfinished planned asset of a name and size, newest first: what a create
+/// of the same file supersedes.
+const UNFINISHED_TWIN: &str = "SELECT id, path FROM assets
+     WHERE device_id = $1 AND name = $2 AND filesize = $3 AND project_id = $4
+       AND realtime = 0 AND state = 'uploading'
      ORDER BY created_at DESC LIMIT 1";
 
 static RETRIED_CREATE_ID: LazyLock<String> =
@@ -352,8 +370,10 @@ impl Db {
         let Some(asset) = fetch_asset(&mut tx, asset_id).await? else {
             return Ok(PartRecord::Unknown);
         };
-        if asset.state() != AssetState::Uploading {
-            return Ok(PartRecord::AlreadyComplete);
+        match asset.state() {
+            AssetState::Uploading => {}
+            AssetState::Superseded => return Ok(PartRecord::Superseded),
+            _ => return Ok(PartRecord::AlreadyComplete),
         }
         let expected = match asset.plan() {
             Some(plan) => plan.len(number),
@@ -428,9 +448,9 @@ impl Db {
             .await
     }
 
-    /// Ids of assets that still need their parts.
+    /// Ids of assets that still need their parts (or are joining them).
     pub async fn unfinished_asset_ids(&self) -> DbResult<Vec<String>> {
-        sqlx::query_scalar("SELECT id FROM assets WHERE state <> 'complete'")
+        sqlx::query_scalar("SELECT id FROM assets WHERE state IN ('uploading', 'assembling')")
             .fetch_all(self.pool())
             .await
     }
@@ -477,15 +497,185 @@ impl Db {
         Ok(path)
     }
 
-    /// Assets for `rushes asset list`.
+    /// Whether the device has an unfinished planned asset of this name and size, which a
+    /// create would supersede (see [`Db::create_superseding`]). On SQLite it runs on the
+    /// request's thread, as the other lookups every create makes do.
+    pub async fn has_unfinished_twin(
+        &self,
+        project_id: &str,
+        device_id: &str,
+        name: &str,
+        filesize: u64,
+    ) -> DbResult<bool> {
+        if let Some(inline) = &self.inline {
+            let found = inline.query_row(
+                UNFINISHED_TWIN,
+                rusqlite::named_params! {
+                    "$1": device_id, "$2": name, "$3": to_i64(filesize), "$4": project_id,
+                },
+                |row| row.get::<_, String>(0),
+            )?;
+            return Ok(found.is_some());
+        }
+        let found: Option<(String, String)> = sqlx::query_as(UNFINISHED_TWIN)
+            .bind(device_id)
+            .bind(name)
+            .bind(to_i64(filesize))
+            .bind(project_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Creates the planned asset `new` in the place of the device's unfinished asset of the
+    /// same name and size (same path, so the same name in the same folder), in one
+    /// transaction that marks the earlier one superseded by compare-and-set, gives up its
+    /// path and forgets its parts; returns the new asset and the superseded one's id. The
+    /// lookup runs inside the transaction, so racing creates each supersede the latest
+    /// (one asset is left uploading); with none left to supersede (its last part came
+    /// first), `new` is created as any asset is. `abort_upload_at`: when the store's
+    /// upload of the superseded asset (if it has one) may be aborted.
+    pub async fn create_superseding(
+        &self,
+        new: &NewAsset,
+        filesize: u64,
+        abort_upload_at: Millis,
+    ) -> DbResult<(Asset, Option<String>)> {
+        let now = now_ms();
+        let mut row = AssetRow::new(new.clone());
+        let mut tx = self.begin_write().await?;
+        let mut superseded = None;
+        // PostgreSQL: a compare-and-set that lost to a racing create looks again (a few
+        // times; then the asset is created beside the winner's).
+        for _ in 0..8 {
+            let twin: Option<(String, String)> = sqlx::query_as(UNFINISHED_TWIN)
+                .bind(&new.device_id)
+                .bind(new.name.as_str())
+                .bind(to_i64(filesize))
+                .bind(&new.project_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((old_id, old_path)) = twin else {
+                break;
+            };
+            let retired = sqlx::query(
+                "UPDATE assets SET state = 'superseded', path = $1, superseded_by = $2,
+                                   next_check_at = NULL,
+                                   abort_upload_at = CASE WHEN upload_id IS NULL THEN NULL ELSE $3 END
+                 WHERE id = $4 AND state = 'uploading'",
+            )
+            .bind(retired_path(&old_id))
+            .bind(row.id().to_owned())
+            .bind(abort_upload_at)
+            .bind(&old_id)
+            .execute(&mut *tx)
+            .await?;
+            if retired.rows_affected() != 1 {
+                continue;
+            }
+            sqlx::query("DELETE FROM parts WHERE asset_id = $1")
+                .bind(&old_id)
+                .execute(&mut *tx)
+                .await?;
+            let (folder, file) = old_path.rsplit_once('/').unwrap_or(("", &old_path));
+            row.new.folder = folder.to_owned();
+            row.suffix = (1..10_000)
+                .find(|&n| row.new.name.with_suffix(n) == file)
+                .unwrap_or(1);
+            superseded = Some(old_id);
+            break;
+        }
+        let asset = loop {
+            let made = insert_statement(&[&row], now, InsertSql::Portable)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(asset) = made {
+                break asset;
+            }
+            row.next_name();
+        };
+        tx.commit().await?;
+        Ok((asset, superseded))
+    }
+
+    /// The complete clip of the same device, name and size in the same folder as `asset`
+    /// (with this SHA-256, when given): what a clip sent again duplicates.
+    pub async fn complete_twin(
+        &self,
+        asset: &Asset,
+        sha256: Option<&str>,
+    ) -> DbResult<Option<String>> {
+        let Some(filesize) = asset.filesize else {
+            return Ok(None);
+        };
+        let folder = asset.path.rsplit_once('/').map_or("", |(f, _)| f);
+        let prefix = format!("{folder}/");
+        // A NULL parameter has no type PostgreSQL can infer: the SHA-256 clause is left out
+        // rather than bound as NULL.
+        let sha_clause = if sha256.is_some() {
+            "AND sha256 = $8"
+        } else {
+            ""
+        };
+        let query = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM assets
+             WHERE device_id = $1 AND project_id = $2 AND name = $3 AND filesize = $4
+               AND state = 'complete' AND id <> $5 AND substr(path, 1, CAST($6 AS INTEGER)) = $7 {sha_clause}
+             ORDER BY completed_at LIMIT 1"
+        )))
+        .bind(&asset.device_id)
+        .bind(&asset.project_id)
+        .bind(&asset.name)
+        .bind(filesize)
+        .bind(&asset.id)
+        .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+        .bind(prefix.clone());
+        match sha256 {
+            Some(sha) => query.bind(sha.to_owned()),
+            None => query,
+        }
+        .fetch_optional(self.pool())
+        .await
+    }
+
+    /// Records an assembled asset as a duplicate of the complete clip `original` (compare-
+    /// and-set from `assembling`), giving up its path. True if this call did it.
+    pub async fn mark_duplicate(
+        &self,
+        asset_id: &str,
+        original: &str,
+        sha256: &str,
+        filesize: u64,
+    ) -> DbResult<bool> {
+        let done = self
+            .write(
+                sqlx::query(
+                    "UPDATE assets SET state = 'duplicate', duplicate_of = $1, path = $2,
+                                   sha256 = $3, filesize = $4, completed_at = $5
+                     WHERE id = $6 AND state = 'assembling'",
+                )
+                .bind(original)
+                .bind(retired_path(asset_id))
+                .bind(sha256)
+                .bind(to_i64(filesize))
+                .bind(now_ms())
+                .bind(asset_id),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Assets for `rushes asset list` (and the web UI): superseded uploads and duplicates of
+    /// listed clips are not shown.
     pub async fn asset_listing(&self, project_id: Option<&str>) -> DbResult<Vec<AssetListing>> {
         let sql = "SELECT a.id, p.name AS project, a.path, a.filesize AS size, a.state, a.sha256,
                           d.name AS device, a.device_id, a.recorded_at, a.created_at
-                   FROM assets a JOIN projects p ON p.id = a.project_id JOIN devices d ON d.id = a.device_id";
+                   FROM assets a JOIN projects p ON p.id = a.project_id JOIN devices d ON d.id = a.device_id
+                   WHERE a.state NOT IN ('superseded', 'duplicate')";
         match project_id {
             Some(p) => {
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{sql} WHERE a.project_id = $1 ORDER BY a.path"
+                    "{sql} AND a.project_id = $1 ORDER BY a.path"
                 )))
                 .bind(p)
                 .fetch_all(self.pool())
@@ -580,6 +770,12 @@ async fn rename_from(
         return Ok(path);
     }
     Err(sqlx::Error::Protocol("no free name in the folder".into()))
+}
+
+/// The path of an asset that gave its path up (superseded, duplicate): under a folder no
+/// listed asset can have (every listed path starts with `Cloud Devices/`), unique by id.
+fn retired_path(asset_id: &str) -> String {
+    format!(".rushes-retired/{asset_id}")
 }
 
 fn to_i64(v: u64) -> i64 {

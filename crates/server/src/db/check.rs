@@ -16,7 +16,19 @@ const RULES: &[(&str, &str)] = &[
     (
         "an asset has a known state",
         "SELECT id FROM assets
-         WHERE state NOT IN ('uploading', 'assembling', 'complete', 'abandoned')",
+         WHERE state NOT IN ('uploading', 'assembling', 'complete', 'abandoned',
+                             'superseded', 'duplicate')",
+    ),
+    (
+        "a superseded asset holds no parts",
+        "SELECT DISTINCT a.id FROM assets a JOIN parts p ON p.asset_id = a.id
+         WHERE a.state = 'superseded'",
+    ),
+    (
+        "a duplicate names a complete clip with its SHA-256 and size",
+        "SELECT a.id FROM assets a WHERE a.state = 'duplicate'
+         AND NOT EXISTS (SELECT 1 FROM assets o WHERE o.id = a.duplicate_of AND o.state = 'complete'
+                         AND o.sha256 = a.sha256 AND o.filesize = a.filesize)",
     ),
     (
         "a complete asset has its SHA-256, size and completion time",

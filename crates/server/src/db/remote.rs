@@ -38,10 +38,12 @@ impl Db {
     }
 
     /// Whether another asset's upload already uses `key`: a real-time asset renamed after
-    /// its upload started keeps its first key, which no other asset may take.
+    /// its upload started keeps its first key, which no other asset may take. A superseded
+    /// asset's upload never completes, so its key is free for the asset that took its place
+    /// (two multipart uploads of one key are independent until one completes).
     pub async fn object_key_taken(&self, key: &str, asset_id: &str) -> DbResult<bool> {
         let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM assets WHERE object_key = $1 AND id <> $2")
+            sqlx::query_scalar("SELECT COUNT(*) FROM assets WHERE object_key = $1 AND id <> $2 AND state <> 'superseded'")
                 .bind(key)
                 .bind(asset_id)
                 .fetch_one(self.pool())
@@ -177,5 +179,66 @@ impl Db {
             )
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Superseded assets whose store upload may now be aborted (every URL handed out for
+    /// it has expired): id and upload.
+    pub async fn superseded_uploads_due(
+        &self,
+        now: Millis,
+    ) -> DbResult<Vec<(String, RemoteUpload)>> {
+        let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT id, object_key, upload_id FROM assets
+             WHERE abort_upload_at <= $1 AND state = 'superseded' ORDER BY abort_upload_at LIMIT 100",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, key, upload_id)| {
+                Some((
+                    id,
+                    RemoteUpload {
+                        key: key?,
+                        upload_id: upload_id?,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    /// The store's upload of a superseded asset was aborted: nothing is left to do for it.
+    pub async fn superseded_upload_aborted(&self, asset_id: &str) -> DbResult<()> {
+        self.write(
+            sqlx::query(
+                "UPDATE assets SET abort_upload_at = NULL WHERE id = $1 AND state = 'superseded'",
+            )
+            .bind(asset_id),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Duplicates whose object (completed under their own key before the duplicate was
+    /// known) is still in the store, after a crash between recording and deleting it.
+    pub async fn duplicate_objects(&self) -> DbResult<Vec<(String, String)>> {
+        sqlx::query_as(
+            "SELECT id, object_key FROM assets WHERE state = 'duplicate' AND object_key IS NOT NULL",
+        )
+        .fetch_all(self.pool())
+        .await
+    }
+
+    /// A duplicate's object was deleted: its key is free again.
+    pub async fn forget_object(&self, asset_id: &str) -> DbResult<()> {
+        self.write(
+            sqlx::query(
+                "UPDATE assets SET object_key = NULL, upload_id = NULL WHERE id = $1 AND state = 'duplicate'",
+            )
+            .bind(asset_id),
+        )
+        .await?;
+        Ok(())
     }
 }

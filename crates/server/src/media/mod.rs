@@ -23,6 +23,10 @@ pub struct AssetTarget {
     /// A planned upload's part size (part `n` starts at `(n - 1) * part_size`); `None` for
     /// real-time uploads, whose parts follow each other.
     pub part_size: Option<u64>,
+    /// Join and hash only, leaving the bytes out of `path` until [`MediaStore::place`]: the
+    /// asset may turn out to duplicate a clip already there. A store that can only join
+    /// the bytes at their key (S3) ignores it.
+    pub hold: bool,
 }
 
 /// An upload held by the store itself: an S3 multipart upload, named by its object key and
@@ -67,6 +71,10 @@ pub enum AssembleError {
 
 #[async_trait]
 pub trait MediaStore: Send + Sync {
+    /// The smallest part but the last this store accepts: what a device's own part count
+    /// (the create's `parts`) must respect to be honoured.
+    fn min_part_size(&self) -> u64;
+
     /// URL that accepts one PUT of part `number` (`size` bytes) until `expires` (Unix s).
     /// `base_url` is this server as the device reaches it, for stores it receives itself.
     /// `None` when the asset's upload was started on another kind of store (the operator
@@ -95,6 +103,13 @@ pub trait MediaStore: Send + Sync {
         target: &AssetTarget,
         parts: &[StoredPart],
     ) -> Result<Assembled, AssembleError>;
+
+    /// Puts an asset assembled with [`AssetTarget::hold`] into its place.
+    async fn place(&self, target: &AssetTarget, assembled: &Assembled)
+    -> Result<(), AssembleError>;
+
+    /// Drops the bytes of an assembled asset found to duplicate a clip already stored.
+    async fn discard_duplicate(&self, target: &AssetTarget) -> std::io::Result<()>;
 
     /// Forgets one stored copy of a part (superseded by a re-upload).
     async fn discard_part(&self, asset_id: &str, stored_as: &str);

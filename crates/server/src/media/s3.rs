@@ -193,6 +193,19 @@ impl S3Store {
         }
     }
 
+    /// Deletes the object `key`; one already gone counts as deleted.
+    pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
+        let url = self
+            .bucket
+            .delete_object(Some(&self.credentials), key)
+            .sign(OWN_REQUEST_LIFETIME);
+        let res = self.send(self.http.delete(url)).await?;
+        if res.status().is_success() || res.status() == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        Err(refused(res).await)
+    }
+
     /// Fetches the object `key`, passing a browser's `Range` and `If-Range` through so
     /// playback can seek and downloads can resume. The answer streams.
     pub async fn get(
@@ -348,6 +361,10 @@ impl S3Store {
 
 #[async_trait]
 impl MediaStore for S3Store {
+    fn min_part_size(&self) -> u64 {
+        rushes_proto::parts::MIN_PART_SIZE
+    }
+
     fn part_url(
         &self,
         _base_url: &str,
@@ -431,6 +448,26 @@ impl MediaStore for S3Store {
             Err(e) => return Err(io::Error::from(e).into()),
         }
         Ok(self.hash_object(&upload.key).await?)
+    }
+
+    async fn place(
+        &self,
+        _target: &AssetTarget,
+        _assembled: &Assembled,
+    ) -> Result<(), AssembleError> {
+        // Completing the multipart upload already put the object at its key.
+        Ok(())
+    }
+
+    async fn discard_duplicate(&self, target: &AssetTarget) -> io::Result<()> {
+        // The object was completed under the asset's own key (S3 can only hash what it
+        // holds): delete it. The key was free when the upload began and no other asset
+        // takes it until this one gives it up, so the object is this asset's.
+        let upload = target
+            .upload
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the asset has no S3 upload"))?;
+        Ok(self.delete(&upload.key).await?)
     }
 
     async fn discard_part(&self, _asset_id: &str, _stored_as: &str) {

@@ -149,29 +149,39 @@ pub async fn create(
         folder_name(&device.device_name)
     );
     let plan = match (realtime, filesize) {
-        (false, Some(size)) => Some(PartPlan::new(
-            size,
-            state.config.part_size,
-            state.config.max_parts,
-        )),
+        (false, Some(size)) => Some(
+            requested_parts(&fields)
+                .and_then(|n| {
+                    PartPlan::requested(
+                        size,
+                        n,
+                        state.media.min_part_size(),
+                        state.config.max_parts,
+                    )
+                })
+                .unwrap_or_else(|| {
+                    PartPlan::new(size, state.config.part_size, state.config.max_parts)
+                }),
+        ),
         _ => None,
     };
-    let asset = state
-        .db
-        .create_asset(&NewAsset {
-            project_id: device.project_id.clone(),
-            device_id: device.device_id.clone(),
-            name,
-            folder,
-            filetype,
-            filesize,
-            channel,
-            offset_secs: offset,
-            recorded_at,
-            auto_version_id,
-            plan,
-        })
-        .await?;
+    let new = NewAsset {
+        project_id: device.project_id.clone(),
+        device_id: device.device_id.clone(),
+        name,
+        folder,
+        filetype,
+        filesize,
+        channel,
+        offset_secs: offset,
+        recorded_at,
+        auto_version_id,
+        plan,
+    };
+    let asset = match (plan, filesize) {
+        (Some(_), Some(size)) => create_or_supersede(&state, &new, size).await?,
+        _ => state.db.create_asset(&new).await?,
+    };
     let asset = begin_upload(&state, asset).await?;
     tracing::info!(asset = %asset.id, path = %asset.path, realtime, "asset created");
     if plan.is_none() {
@@ -182,6 +192,43 @@ pub async fn create(
         .into_response());
     }
     planned_answer(&state, &base_url, asset)
+}
+
+/// The device's own part count (`parts`, a number or a numeric string). Anything else is
+/// ignored rather than refused: the server's plan then stands, and the number of URLs in
+/// the answer tells the device.
+fn requested_parts(fields: &Fields) -> Option<i64> {
+    fields.int("parts").ok().flatten()
+}
+
+/// How long after a superseded asset's last URL expires its store upload is aborted: the
+/// rounding of URL expiry to seconds, and some slack for the store's clock.
+const SUPERSEDED_ABORT_SLACK_MS: i64 = 5_000;
+
+/// Creates a planned asset, superseding the device's unfinished asset of the same name and
+/// size if there is one (c2c-api.md §4, re-created assets): the new asset takes its path,
+/// and the earlier one's received parts are dropped. A supersede that loses a race (the
+/// earlier asset's last part came first, or another create superseded it) looks again.
+async fn create_or_supersede(state: &AppState, new: &NewAsset, size: u64) -> ApiResult<Asset> {
+    // Nearly every create supersedes nothing: it goes the usual (batched) way.
+    if !state
+        .db
+        .has_unfinished_twin(&new.project_id, &new.device_id, new.name.as_str(), size)
+        .await?
+    {
+        return Ok(state.db.create_asset(new).await?);
+    }
+    // Every URL handed out for the earlier asset expires within one lifetime from now; its
+    // store upload (S3) stays open until then, so a late PUT is still answered 200.
+    let abort_at = now_ms()
+        + i64::try_from(state.config.upload_url_lifetime.as_millis()).unwrap_or(i64::MAX / 2)
+        + SUPERSEDED_ABORT_SLACK_MS;
+    let (asset, superseded) = state.db.create_superseding(new, size, abort_at).await?;
+    if let Some(old) = superseded {
+        state.media.discard_parts(&old).await;
+        tracing::info!(asset = %asset.id, superseded = %old, path = %asset.path, "asset created again before it finished; the new one takes its place");
+    }
+    Ok(asset)
 }
 
 /// The asset an identical create just made, if nothing was sent to it yet (see
@@ -470,9 +517,12 @@ pub async fn upload_status(
         .collect();
     let plan = asset.plan();
     let state = match asset.state() {
-        AssetState::Complete => "complete",
+        // A duplicate's clip is in the project: the one sent before.
+        AssetState::Complete | AssetState::Duplicate => "complete",
         // Nothing more can be sent to it: the device must create the asset again.
         AssetState::Abandoned => "abandoned",
+        // The device created the file again; that asset is the one to send to.
+        AssetState::Superseded => "superseded",
         AssetState::Uploading | AssetState::Assembling => "uploading",
     };
     Ok(Json(UploadStatus {

@@ -75,7 +75,9 @@ pub async fn put_part(
     let idle = state.config.idle_timeout;
     if asset.state() != AssetState::Uploading {
         // A retry after a lost response: the asset is whole, so take the bytes and say yes,
-        // or the device would retry forever.
+        // or the device would retry forever. A late part of an asset the device created
+        // again (superseded) is answered the same way: the bytes are not wanted, and the
+        // device is sending the file to its new asset.
         drain(body, size, idle).await;
         return Ok(ok());
     }
@@ -133,6 +135,13 @@ pub async fn put_part(
         }
         Ok(PartRecord::AlreadyComplete) => {
             local.discard_part(&asset_id, &stored_as).await;
+            Ok(ok())
+        }
+        Ok(PartRecord::Superseded) => {
+            // Superseded while this part was being written: its bytes may have recreated
+            // the files the supersede removed. Every writer removes them after its own
+            // write, so the last one leaves nothing behind.
+            local.discard_parts(&asset_id).await;
             Ok(ok())
         }
         Ok(PartRecord::WrongSize { expected }) => {
