@@ -9,6 +9,8 @@ mod attacks;
 mod auth;
 mod basics;
 mod browser;
+mod browser_clip;
+mod channels;
 mod client_basics;
 mod client_faults;
 mod client_resilience;
