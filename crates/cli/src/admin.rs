@@ -297,7 +297,9 @@ pub async fn asset(data: &Target, cmd: AssetCommand) -> anyhow::Result<()> {
     let admin = data.open().await?;
     let (project, flag) = match cmd {
         AssetCommand::List { project, json } => (project, json),
-        AssetCommand::Comments { asset, json } => return asset_comments(&admin, &asset, json).await,
+        AssetCommand::Comments { asset, json } => {
+            return asset_comments(&admin, &asset, json).await;
+        }
     };
     let rows: Vec<Value> = admin
         .assets(project.as_deref())
@@ -347,7 +349,15 @@ async fn asset_comments(admin: &Admin, asset: &str, flag: JsonFlag) -> anyhow::R
     print_rows(
         &rows,
         flag.json,
-        &["timecode", "frame", "kind", "text", "input", "author", "created_at"],
+        &[
+            "timecode",
+            "frame",
+            "kind",
+            "text",
+            "input",
+            "author",
+            "created_at",
+        ],
     );
     Ok(())
 }

@@ -190,10 +190,9 @@ impl Admin {
 
     /// A clip's comments and markers from its device, in time order.
     pub async fn asset_comments(&self, asset_id: &str) -> anyhow::Result<Vec<ClipNote>> {
-        self.db
-            .clip_notes(asset_id.trim())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no asset with id {asset_id:?} (see `rushes asset list`)"))
+        self.db.clip_notes(asset_id.trim()).await?.ok_or_else(|| {
+            anyhow::anyhow!("no asset with id {asset_id:?} (see `rushes asset list`)")
+        })
     }
 }
 

@@ -97,7 +97,12 @@ async fn the_clip_page_shows_a_device_comment_and_a_marker() {
     assert!(marker.contains("00:00:03:00"), "{marker}");
     assert!(marker.contains("input 2"), "{marker}");
     // In time order: the comment (2 s) before the marker (3 s).
-    let all = browser.wait_for("#notes ol").await.text().await.expect("notes");
+    let all = browser
+        .wait_for("#notes ol")
+        .await
+        .text()
+        .await
+        .expect("notes");
     let (c, m) = (all.find("Great"), all.find("00:00:03:00"));
     assert!(c.is_some() && c < m, "not in time order: {all}");
 }

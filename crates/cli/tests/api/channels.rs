@@ -106,7 +106,11 @@ async fn channels_are_created_listed_refused_twice_and_disconnected() {
     // Every paired device has channel 0, and nothing else yet.
     let before = me(&app, token).await;
     let device_id = before["id"].as_str().expect("id").to_owned();
-    assert_eq!(before["channels"].as_array().map(Vec::len), Some(1), "{before}");
+    assert_eq!(
+        before["channels"].as_array().map(Vec::len),
+        Some(1),
+        "{before}"
+    );
     let zero = listed(&before, 0);
     assert_eq!(zero["status"], "online", "{zero}");
     assert_eq!(zero["project_device_id"], device_id.as_str());
@@ -193,7 +197,10 @@ async fn channels_are_created_listed_refused_twice_and_disconnected() {
     assert_eq!(listed(&listing, 0)["status"], "online", "{listing}");
     assert_eq!(listed(&listing, 2)["status"], "offline", "{listing}");
     // The other device's channel is untouched.
-    assert_eq!(listed(&me(&app, &other.access_token).await, 1)["status"], "online");
+    assert_eq!(
+        listed(&me(&app, &other.access_token).await, 1)["status"],
+        "online"
+    );
 
     // A disconnected channel that comes back is the same channel, connected again.
     let back = channel_ok(
@@ -212,10 +219,7 @@ async fn channel_comment_and_trigger_fields_are_checked_with_422s_naming_the_fie
     let app = spawn_app().await;
     let tokens = app.pair("cam-ch-422").await;
     let token = &tokens.access_token;
-    let device_id = me(&app, token).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let device_id = me(&app, token).await["id"].as_str().expect("id").to_owned();
 
     assert_invalid(
         new_channel(&app, token, json!({"device_model_id": "m"})).await,
@@ -241,7 +245,11 @@ async fn channel_comment_and_trigger_fields_are_checked_with_422s_naming_the_fie
     let asset = clip_on(&app, token, "checked.mp4", 0).await;
     let asset_id = asset["id"].as_str().expect("id");
     assert_invalid(comment(&app, token, asset_id, json!({})).await, "text").await;
-    assert_invalid(comment(&app, token, asset_id, json!({"text": ""})).await, "text").await;
+    assert_invalid(
+        comment(&app, token, asset_id, json!({"text": ""})).await,
+        "text",
+    )
+    .await;
     let too_long = "é".repeat(4097);
     assert_invalid(
         comment(&app, token, asset_id, json!({"text": too_long})).await,
@@ -261,10 +269,22 @@ async fn channel_comment_and_trigger_fields_are_checked_with_422s_naming_the_fie
         (json!({"rate": 25}), "smpte_timecode"),
         (json!({"smpte_timecode": "01:02:03:04"}), "rate"),
         (json!({"smpte_timecode": "01:02:03:04", "rate": 0}), "rate"),
-        (json!({"smpte_timecode": "01:02:03:04", "rate": "fast"}), "rate"),
-        (json!({"smpte_timecode": "01:02:03:25", "rate": 25}), "smpte_timecode"),
-        (json!({"smpte_timecode": "1:2:3:4", "rate": 25}), "smpte_timecode"),
-        (json!({"smpte_timecode": "25:00:00:00", "rate": 25}), "smpte_timecode"),
+        (
+            json!({"smpte_timecode": "01:02:03:04", "rate": "fast"}),
+            "rate",
+        ),
+        (
+            json!({"smpte_timecode": "01:02:03:25", "rate": 25}),
+            "smpte_timecode",
+        ),
+        (
+            json!({"smpte_timecode": "1:2:3:4", "rate": 25}),
+            "smpte_timecode",
+        ),
+        (
+            json!({"smpte_timecode": "25:00:00:00", "rate": 25}),
+            "smpte_timecode",
+        ),
     ] {
         assert_invalid(trigger(&app, token, &device_id, body).await, field).await;
     }
@@ -301,10 +321,7 @@ async fn a_paused_channel_is_refused_while_another_channel_uploads() {
     let password = app.web_user("ana", true);
     let tokens = app.pair("cam-ch-pause").await;
     let token = &tokens.access_token;
-    let device_id = me(&app, token).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let device_id = me(&app, token).await["id"].as_str().expect("id").to_owned();
     channel_ok(
         &app,
         token,
@@ -401,7 +418,11 @@ async fn a_channels_asset_type_decides_the_type_folder() {
         "a video file on an audio channel: {}",
         path_of(&on_mic)
     );
-    assert!(path_of(&on_body).contains("/VIDEO/"), "{}", path_of(&on_body));
+    assert!(
+        path_of(&on_body).contains("/VIDEO/"),
+        "{}",
+        path_of(&on_body)
+    );
 }
 
 #[tokio::test]
@@ -429,10 +450,19 @@ async fn a_device_comments_on_its_own_clips_only() {
     assert_eq!(body["timestamp"], 48);
     assert_eq!(body["asset_id"], asset_id);
     assert_eq!(body["owner_id"], my_id.as_str());
-    assert!(body["id"].is_string() && body["inserted_at"].is_string(), "{body}");
+    assert!(
+        body["id"].is_string() && body["inserted_at"].is_string(),
+        "{body}"
+    );
 
     // Another device's asset, and an asset that does not exist: the same 404.
-    let res = comment(&app, &theirs.access_token, asset_id, json!({"text": "mine now"})).await;
+    let res = comment(
+        &app,
+        &theirs.access_token,
+        asset_id,
+        json!({"text": "mine now"}),
+    )
+    .await;
     let (status, _, detail) = detailed_error(res).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let res = comment(
@@ -442,7 +472,10 @@ async fn a_device_comments_on_its_own_clips_only() {
         json!({"text": "x"}),
     )
     .await;
-    assert_eq!(detailed_error(res).await, (StatusCode::NOT_FOUND, "Not Found".into(), detail));
+    assert_eq!(
+        detailed_error(res).await,
+        (StatusCode::NOT_FOUND, "Not Found".into(), detail)
+    );
     // Only the owner's comment was kept.
     let kept = notes(&app, asset_id);
     assert_eq!(kept.len(), 1, "{kept:?}");
@@ -454,10 +487,7 @@ async fn a_marker_lands_on_the_clip_being_recorded_or_the_next_one_within_10_min
     let app = spawn_app().await;
     let tokens = app.pair("cam-ch-marker").await;
     let token = &tokens.access_token;
-    let device_id = me(&app, token).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let device_id = me(&app, token).await["id"].as_str().expect("id").to_owned();
 
     // Channel 0 is recording: the marker lands on that clip, with the comments, in time
     // order (frames shown as timecodes at the marker's rate).
@@ -554,7 +584,10 @@ async fn a_marker_lands_on_the_clip_being_recorded_or_the_next_one_within_10_min
 
     // The table form prints the same entries.
     let table = app.cli(&["asset", "comments", &recording]);
-    assert!(table.contains("whole take") && table.contains("00:00:02:00"), "{table}");
+    assert!(
+        table.contains("whole take") && table.contains("00:00:02:00"),
+        "{table}"
+    );
     let unknown = app.cli_raw(&["asset", "comments", "no-such-asset"]);
     assert!(!unknown.status.success());
 }
@@ -565,7 +598,10 @@ async fn devices_me_carries_the_last_firmware_version_seen_and_the_web_shows_it(
     let password = app.web_user("fw", true);
     let tokens = app.pair("cam-ch-fw").await;
     let token = &tokens.access_token;
-    assert_eq!(me(&app, token).await["last_known_firmware_version"], FIRMWARE);
+    assert_eq!(
+        me(&app, token).await["last_known_firmware_version"],
+        FIRMWARE
+    );
 
     let res = app
         .client
@@ -597,5 +633,8 @@ async fn devices_me_carries_the_last_firmware_version_seen_and_the_web_shows_it(
         .text()
         .await
         .expect("html");
-    assert!(page.contains("7.0.1"), "the project page does not show the firmware: {page}");
+    assert!(
+        page.contains("7.0.1"),
+        "the project page does not show the firmware: {page}"
+    );
 }

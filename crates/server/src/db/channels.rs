@@ -100,7 +100,9 @@ impl Db {
                 .await?;
         let index = highest.unwrap_or(0) + 1;
         if index > MAX_INDEX {
-            return Err(sqlx::Error::Protocol("a device has at most 1024 channels".into()));
+            return Err(sqlx::Error::Protocol(
+                "a device has at most 1024 channels".into(),
+            ));
         }
         let channel = ChannelRow {
             id: new_id(),

@@ -18,8 +18,7 @@ const MAX_RATE_MILLIS: i64 = 1_000_000;
 impl Rate {
     pub fn parse(fps: f64) -> Result<Rate, String> {
         let millis = (fps * 1000.0).round();
-        if fps.is_finite() && (MIN_RATE_MILLIS as f64..=MAX_RATE_MILLIS as f64).contains(&millis)
-        {
+        if fps.is_finite() && (MIN_RATE_MILLIS as f64..=MAX_RATE_MILLIS as f64).contains(&millis) {
             Ok(Rate(millis as i64))
         } else {
             Err("must be a frame rate between 1 and 1000 frames per second".into())

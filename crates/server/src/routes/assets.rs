@@ -143,7 +143,9 @@ pub async fn create(
         return planned_answer(&state, &base_url, asset);
     }
     // A channel that declared its asset_type decides the TYPE folder (c2c-api.md §5).
-    let media_type = (state.db.channel_media_type(&device.device_id, channel).await?)
+    let channel_type = state.db.channel_media_type(&device.device_id, channel);
+    let media_type = channel_type
+        .await?
         .unwrap_or_else(|| MediaType::of_mime(&filetype));
     let folder = format!(
         "Cloud Devices/{}/{}/{}",

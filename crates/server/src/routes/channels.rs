@@ -92,7 +92,10 @@ fn channel_object(row: ChannelRow, paused: bool) -> Channel {
 
 /// Every channel of the device for `/v2/devices/me`, channel 0 first, and whether the
 /// whole device is paused.
-pub(crate) async fn listed(state: &AppState, record: &DeviceRecord) -> ApiResult<(Vec<Channel>, bool)> {
+pub(crate) async fn listed(
+    state: &AppState,
+    record: &DeviceRecord,
+) -> ApiResult<(Vec<Channel>, bool)> {
     let paused = state.db.paused_channels(&record.id).await?;
     let device_paused = paused.contains(&None);
     let is_paused = |index: i64| device_paused || paused.contains(&Some(index));
@@ -130,8 +133,9 @@ pub async fn create(
     let asset_type = fields
         .string("asset_type")?
         .map(|t| {
-            crate::db::media_type(&t)
-                .ok_or_else(|| ApiError::invalid_field("asset_type", "must be video, audio or data"))
+            crate::db::media_type(&t).ok_or_else(|| {
+                ApiError::invalid_field("asset_type", "must be video, audio or data")
+            })
         })
         .transpose()?;
     let real_time_logging_capable = fields.bool("real_time_logging_capable")?;

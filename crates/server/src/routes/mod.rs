@@ -48,9 +48,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/devices/assets/{id}/upload", get(assets::upload_status))
         .route("/v2/devices/assets/{id}/comments", post(channels::comment))
         .route("/v2/devices/channels", post(channels::create))
-        .route("/v2/devices/channels/disconnect", post(channels::disconnect_all))
-        .route("/v2/devices/channels/{id}/disconnect", post(channels::disconnect))
-        .route("/v2/devices/channels/{id}/inputs/{index}/trigger", post(channels::trigger))
+        .route(
+            "/v2/devices/channels/disconnect",
+            post(channels::disconnect_all),
+        )
+        .route(
+            "/v2/devices/channels/{id}/disconnect",
+            post(channels::disconnect),
+        )
+        .route(
+            "/v2/devices/channels/{id}/inputs/{index}/trigger",
+            post(channels::trigger),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY));
     // Part bodies are streamed to disk with their own length check and idle timeout.
     let uploads = Router::new().route("/upload/{asset_id}/{number}", put(upload::put_part));

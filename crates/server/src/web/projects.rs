@@ -82,11 +82,13 @@ fn channel_views(
         connected,
     };
     std::iter::once(view(0, "Channel 0".to_owned(), true))
-        .chain(
-            rows.iter()
-                .filter(|c| c.device_id == device.id)
-                .map(|c| view(c.external_index, c.name.clone(), c.disconnected_at.is_none())),
-        )
+        .chain(rows.iter().filter(|c| c.device_id == device.id).map(|c| {
+            view(
+                c.external_index,
+                c.name.clone(),
+                c.disconnected_at.is_none(),
+            )
+        }))
         .collect()
 }
 
