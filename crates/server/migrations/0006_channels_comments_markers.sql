@@ -37,7 +37,8 @@ CREATE TABLE markers (
     device_id     TEXT NOT NULL REFERENCES devices (id),
     channel       BIGINT NOT NULL,              -- the channel's external index
     input_index   BIGINT NOT NULL,
-    asset_id      TEXT REFERENCES assets (id),
+    asset_id      TEXT,                         -- no foreign key: an asset undone at create
+                                                --  (store unreachable) must stay deletable
     timecode      TEXT NOT NULL,                -- SMPTE HH:MM:SS:FF as the device sent it
     rate_millis   BIGINT NOT NULL,              -- frames per second × 1000 (29.97 → 29970)
     created_at    BIGINT NOT NULL

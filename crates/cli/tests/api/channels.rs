@@ -638,3 +638,75 @@ async fn devices_me_carries_the_last_firmware_version_seen_and_the_web_shows_it(
         "the project page does not show the firmware: {page}"
     );
 }
+
+/// Reads a server-sent event stream until an event named `name`; `None` at the deadline.
+async fn next_event_named(res: &mut Response, buf: &mut String, name: &str) -> Option<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            if block.lines().any(|l| l.trim() == format!("event: {name}")) {
+                return Some(());
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, res.chunk()).await {
+            Ok(Ok(Some(bytes))) => {
+                buf.push_str(&String::from_utf8_lossy(&bytes).replace("\r\n", "\n"))
+            }
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_open_project_page_hears_of_a_new_channel_and_a_channel_pause() {
+    let app = spawn_app().await;
+    let password = app.web_user("eve", true);
+    let tokens = app.pair("cam-ch-live").await;
+    let token = &tokens.access_token;
+    let device_id = me(&app, token).await["id"].as_str().expect("id").to_owned();
+    let web = app.web_client("eve", &password).await;
+    let project = app.project_id("Default");
+    let mut stream = web
+        .get(app.at(&format!("/projects/{project}/events")))
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut buf = String::new();
+    // The first progress event shows the stream has taken its first look.
+    next_event_named(&mut stream, &mut buf, "progress")
+        .await
+        .expect("a first snapshot");
+
+    channel_ok(
+        &app,
+        token,
+        json!({"client_id": "deck", "device_model_id": "m"}),
+    )
+    .await;
+    next_event_named(&mut stream, &mut buf, "devices")
+        .await
+        .expect("a devices event for the new channel");
+
+    let page = web
+        .get(app.at(&format!("/projects/{project}/devices")))
+        .send()
+        .await
+        .expect("devices fragment")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("data-channel=\"1\""), "{page}");
+    let res = web
+        .post(app.at(&format!("/devices/{device_id}/pause")))
+        .form(&[("csrf", csrf_of(&page).as_str()), ("channel", "1")])
+        .send()
+        .await
+        .expect("pause channel");
+    assert_eq!(res.status(), StatusCode::OK);
+    next_event_named(&mut stream, &mut buf, "devices")
+        .await
+        .expect("a devices event for the channel pause");
+}

@@ -354,11 +354,13 @@ fn project_events(
         progress: Option<String>,
         marker: Option<String>,
         devices: Option<String>,
+        channels: Option<String>,
     }
     let seen = Seen {
         progress: None,
         marker: None,
         devices: None,
+        channels: None,
     };
     let stream = futures_util::stream::unfold(
         (state, project_id, seen, true),
@@ -399,6 +401,24 @@ fn project_events(
                     out.push(Ok(Event::default().event("devices").data("changed")));
                 }
                 seen.devices = Some(marker);
+            }
+            // Channels come and go and pause on their own: what the table shows of them.
+            if let (Ok(channels), Ok(mut pauses)) = (
+                state.db.project_channels(&id).await,
+                state.db.project_pauses(&id).await,
+            ) {
+                pauses.sort_unstable();
+                let marker = format!(
+                    "{:?}{pauses:?}",
+                    channels
+                        .iter()
+                        .map(|c| (&c.id, &c.name, c.disconnected_at.is_some()))
+                        .collect::<Vec<_>>()
+                );
+                if seen.channels.as_ref().is_some_and(|m| *m != marker) {
+                    out.push(Ok(Event::default().event("devices").data("changed")));
+                }
+                seen.channels = Some(marker);
             }
             Some((futures_util::stream::iter(out), (state, id, seen, false)))
         },
