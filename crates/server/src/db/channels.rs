@@ -39,6 +39,8 @@ pub enum ChannelCreated {
     Reconnected(ChannelRow),
     /// Connected already (409 "Device channel already exists").
     Exists,
+    /// The device has used every channel index.
+    Full,
 }
 
 const COLUMNS: &str = "id, device_id, client_id, external_index, name, asset_type,
@@ -100,9 +102,7 @@ impl Db {
                 .await?;
         let index = highest.unwrap_or(0) + 1;
         if index > MAX_INDEX {
-            return Err(sqlx::Error::Protocol(
-                "a device has at most 1024 channels".into(),
-            ));
+            return Ok(ChannelCreated::Full);
         }
         let channel = ChannelRow {
             id: new_id(),

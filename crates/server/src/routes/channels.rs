@@ -22,7 +22,7 @@ use crate::state::AppState;
 const MAX_COMMENT_CHARS: usize = 4096;
 /// Longest `client_id`, `device_model_id` or channel name a device may register.
 const MAX_LABEL_CHARS: usize = 255;
-/// Frame numbers beyond this (a day and a half at 1000 fps... times a thousand) are nonsense.
+/// Frame numbers beyond this (35 years at 1000 fps) are nonsense, not footage.
 const MAX_FRAME: i64 = 1 << 40;
 const MAX_INPUT_INDEX: i64 = 1024;
 
@@ -154,6 +154,13 @@ pub async fn create(
         .await?;
     let row = match created {
         ChannelCreated::Created(row) | ChannelCreated::Reconnected(row) => row,
+        ChannelCreated::Full => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Too Many Channels",
+                "This device has registered as many channels as it may (1024).",
+            ));
+        }
         ChannelCreated::Exists => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
