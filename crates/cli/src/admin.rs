@@ -155,6 +155,14 @@ pub enum AssetCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// A clip's comments and markers from its device, in time order (timecodes at the
+    /// clip's rate when a marker gave one; frame numbers otherwise).
+    Comments {
+        /// The asset's id (see `rushes asset list`).
+        asset: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 pub async fn project(data: &Target, cmd: ProjectCommand) -> anyhow::Result<()> {
@@ -287,10 +295,12 @@ pub async fn device(data: &Target, state: &Path, cmd: DeviceCommand) -> anyhow::
 
 pub async fn asset(data: &Target, cmd: AssetCommand) -> anyhow::Result<()> {
     let admin = data.open().await?;
-    let AssetCommand::List {
-        project,
-        json: flag,
-    } = cmd;
+    let (project, flag) = match cmd {
+        AssetCommand::List { project, json } => (project, json),
+        AssetCommand::Comments { asset, json } => {
+            return asset_comments(&admin, &asset, json).await;
+        }
+    };
     let rows: Vec<Value> = admin
         .assets(project.as_deref())
         .await?
@@ -318,6 +328,35 @@ pub async fn asset(data: &Target, cmd: AssetCommand) -> anyhow::Result<()> {
             "sha256",
             "device",
             "recorded_at",
+        ],
+    );
+    Ok(())
+}
+
+async fn asset_comments(admin: &Admin, asset: &str, flag: JsonFlag) -> anyhow::Result<()> {
+    let rows: Vec<Value> = admin
+        .asset_comments(asset)
+        .await?
+        .into_iter()
+        .map(|n| {
+            json!({
+                "id": n.id, "kind": n.kind, "text": n.text, "frame": n.frame,
+                "timecode": n.timecode, "rate": n.rate, "input": n.input, "author": n.author,
+                "created_at": rfc3339(n.created_at),
+            })
+        })
+        .collect();
+    print_rows(
+        &rows,
+        flag.json,
+        &[
+            "timecode",
+            "frame",
+            "kind",
+            "text",
+            "input",
+            "author",
+            "created_at",
         ],
     );
     Ok(())

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::db::{AssetListing, Db, Decision, DeviceListing, PendingCode, Project};
+use crate::db::{AssetListing, ClipNote, Db, Decision, DeviceListing, PendingCode, Project};
 
 pub struct Admin {
     db: Db,
@@ -186,6 +186,13 @@ impl Admin {
             None => None,
         };
         Ok(self.db.asset_listing(project_id.as_deref()).await?)
+    }
+
+    /// A clip's comments and markers from its device, in time order.
+    pub async fn asset_comments(&self, asset_id: &str) -> anyhow::Result<Vec<ClipNote>> {
+        self.db.clip_notes(asset_id.trim()).await?.ok_or_else(|| {
+            anyhow::anyhow!("no asset with id {asset_id:?} (see `rushes asset list`)")
+        })
     }
 }
 

@@ -13,7 +13,9 @@
 //! engines and across several server processes.
 
 mod assets;
+mod channels;
 mod check;
+mod comments;
 mod create_queue;
 mod devices;
 mod inline;
@@ -35,7 +37,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Connection, Executor};
 
 pub use assets::{Asset, AssetListing, AssetState, NewAsset, Part, PartRecord};
+pub use channels::{ChannelCreated, ChannelRow, NewChannel, media_type};
 pub use check::CheckReport;
+pub use comments::{ClipNote, CommentRow, NewMarker};
 pub use devices::{DeviceListing, DeviceRecord};
 pub use pairing::{CodeRequest, Decision, DeviceCode, PendingCode, PollOutcome};
 pub use projects::Project;

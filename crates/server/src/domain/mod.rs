@@ -3,6 +3,7 @@
 
 pub mod names;
 mod scopes;
+pub mod timecode;
 
 pub use names::{AssetName, MediaType};
 pub use scopes::Scopes;

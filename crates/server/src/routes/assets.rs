@@ -142,10 +142,15 @@ pub async fn create(
         tracing::info!(asset = %asset.id, path = %asset.path, "asset create repeated; answering with the asset it made");
         return planned_answer(&state, &base_url, asset);
     }
+    // A channel that declared its asset_type decides the TYPE folder (c2c-api.md §5).
+    let channel_type = state.db.channel_media_type(&device.device_id, channel);
+    let media_type = channel_type
+        .await?
+        .unwrap_or_else(|| MediaType::of_mime(&filetype));
     let folder = format!(
         "Cloud Devices/{}/{}/{}",
         date_folder(recorded_at),
-        MediaType::of_mime(&filetype).folder(),
+        media_type.folder(),
         folder_name(&device.device_name)
     );
     let plan = match (realtime, filesize) {

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use rushes_proto::device::{Account, Authorization, Channel, DeviceMe, Me, ProjectRef};
+use rushes_proto::device::{Account, Authorization, DeviceMe, Me, ProjectRef};
 
 use crate::clock::{now_ms, rfc3339};
 use crate::db::DeviceRecord;
@@ -29,24 +29,7 @@ pub async fn me(
     Device(device): Device,
 ) -> ApiResult<Json<DeviceMe>> {
     let record = record(&state, &device).await?;
-    let paused = state.db.paused_channels(&device.device_id).await?;
-    let device_paused = paused.contains(&None);
-    let mut channel_numbers: Vec<i64> = paused.iter().flatten().copied().collect();
-    channel_numbers.push(0);
-    channel_numbers.sort_unstable();
-    channel_numbers.dedup();
-    let channels = channel_numbers
-        .into_iter()
-        .map(|number| Channel {
-            number,
-            status: if device_paused || paused.contains(&Some(number)) {
-                "paused"
-            } else {
-                "online"
-            }
-            .to_owned(),
-        })
-        .collect();
+    let (channels, device_paused) = super::channels::listed(&state, &record).await?;
     let now = now_ms();
     Ok(Json(DeviceMe {
         kind: "project_device".to_owned(),
@@ -66,6 +49,7 @@ pub async fn me(
             inserted_at: rfc3339(record.grant_created_at),
         },
         channels,
+        last_known_firmware_version: record.client_version.clone(),
         client_version: record.client_version,
         inserted_at: rfc3339(record.created_at),
         updated_at: rfc3339(record.updated_at),

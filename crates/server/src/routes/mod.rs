@@ -3,6 +3,7 @@
 
 mod assets;
 mod auth;
+mod channels;
 mod devices;
 mod upload;
 
@@ -46,6 +47,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/assets/{id}/realtime_upload/parts", realtime.clone())
         .route("/v2/devices/assets/{id}/realtime-upload-parts", realtime)
         .route("/v2/devices/assets/{id}/upload", get(assets::upload_status))
+        .route("/v2/devices/assets/{id}/comments", post(channels::comment))
+        .route("/v2/devices/channels", post(channels::create))
+        .route(
+            "/v2/devices/channels/disconnect",
+            post(channels::disconnect_all),
+        )
+        .route(
+            "/v2/devices/channels/{id}/disconnect",
+            post(channels::disconnect),
+        )
+        .route(
+            "/v2/devices/channels/{id}/inputs/{index}/trigger",
+            post(channels::trigger),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             MAX_BODY,

@@ -1,4 +1,4 @@
-//! A clip's page (details and in-browser playback) and its bytes (with HTTP range
+//! A clip's page (details, in-browser playback, the device's comments and markers) and its bytes (with HTTP range
 //! requests, so large files resume and video seeks).
 
 use askama::Template;
@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use super::projects::ClipView;
 use super::session::{Nav, SignedIn};
 use super::{internal, not_found, render};
-use crate::db::{Asset, AssetState};
+use crate::db::{Asset, AssetState, ClipNote};
 use crate::media::s3::{S3Error, S3Store};
 use crate::state::AppState;
 
@@ -27,6 +27,8 @@ struct AssetPage {
     filetype: String,
     preview: &'static str,
     complete: bool,
+    /// Comments and markers from the device, in time order (see `Db::clip_notes`).
+    notes: Vec<ClipNote>,
 }
 
 /// What a browser can show of a MIME type: `video`, `audio`, `image`, or nothing.
@@ -70,7 +72,12 @@ pub async fn page(
         return not_found(user.nav());
     };
     let project_name = entry.project.clone();
+    let notes = match state.db.clip_notes(&asset.id).await {
+        Ok(notes) => notes.unwrap_or_default(),
+        Err(e) => return internal(user.nav(), e),
+    };
     render(&AssetPage {
+        notes,
         nav: user.nav(),
         clip: ClipView::of(entry),
         project_id: asset.project_id.clone(),

@@ -44,6 +44,52 @@ pub struct DeviceRow {
     pub last_seen: String,
     pub client_version: String,
     pub clips_today: usize,
+    pub channels: Vec<ChannelView>,
+}
+
+/// One channel of a device on the project page, with what its pause button does.
+pub struct ChannelView {
+    pub index: i64,
+    pub name: String,
+    /// `online`, `paused` (the channel or its whole device) or `offline` (disconnected).
+    pub status: String,
+    /// Paused on its own (its Resume button ends that); a device-wide pause is ended by
+    /// the device's Resume.
+    pub paused_itself: bool,
+    pub connected: bool,
+}
+
+/// Channel 0 and the registered channels of a device, by index.
+fn channel_views(
+    device: &crate::db::DeviceListing,
+    rows: &[crate::db::ChannelRow],
+    pauses: &[(String, Option<i64>)],
+) -> Vec<ChannelView> {
+    let paused = |index: i64| pauses.contains(&(device.id.clone(), Some(index)));
+    let device_paused = pauses.contains(&(device.id.clone(), None));
+    let view = |index: i64, name: String, connected: bool| ChannelView {
+        index,
+        name,
+        status: if !connected {
+            "offline"
+        } else if device_paused || paused(index) {
+            "paused"
+        } else {
+            "online"
+        }
+        .to_owned(),
+        paused_itself: paused(index),
+        connected,
+    };
+    std::iter::once(view(0, "Channel 0".to_owned(), true))
+        .chain(rows.iter().filter(|c| c.device_id == device.id).map(|c| {
+            view(
+                c.external_index,
+                c.name.clone(),
+                c.disconnected_at.is_none(),
+            )
+        }))
+        .collect()
 }
 
 #[derive(Template)]
@@ -174,12 +220,15 @@ async fn render_devices(
     csrf: &str,
 ) -> anyhow::Result<String> {
     let today = date_folder(now_ms());
+    let channels = state.db.project_channels(project_id).await?;
+    let pauses = state.db.project_pauses(project_id).await?;
     let devices = state
         .db
         .devices(Some(project_id))
         .await?
         .into_iter()
         .map(|d| DeviceRow {
+            channels: channel_views(&d, &channels, &pauses),
             clips_today: assets
                 .iter()
                 .filter(|a| a.device_id == d.id && date_folder(a.created_at) == today)
@@ -305,11 +354,13 @@ fn project_events(
         progress: Option<String>,
         marker: Option<String>,
         devices: Option<String>,
+        channels: Option<String>,
     }
     let seen = Seen {
         progress: None,
         marker: None,
         devices: None,
+        channels: None,
     };
     let stream = futures_util::stream::unfold(
         (state, project_id, seen, true),
@@ -351,6 +402,24 @@ fn project_events(
                 }
                 seen.devices = Some(marker);
             }
+            // Channels come and go and pause on their own: what the table shows of them.
+            if let (Ok(channels), Ok(mut pauses)) = (
+                state.db.project_channels(&id).await,
+                state.db.project_pauses(&id).await,
+            ) {
+                pauses.sort_unstable();
+                let marker = format!(
+                    "{:?}{pauses:?}",
+                    channels
+                        .iter()
+                        .map(|c| (&c.id, &c.name, c.disconnected_at.is_some()))
+                        .collect::<Vec<_>>()
+                );
+                if seen.channels.as_ref().is_some_and(|m| *m != marker) {
+                    out.push(Ok(Event::default().event("devices").data("changed")));
+                }
+                seen.channels = Some(marker);
+            }
             Some((futures_util::stream::iter(out), (state, id, seen, false)))
         },
     );
@@ -363,6 +432,8 @@ pub struct ActionForm {
     #[serde(default)]
     csrf: String,
     name: Option<String>,
+    /// With `pause`/`resume`: that channel only (its index); absent: the whole device.
+    channel: Option<String>,
 }
 
 pub async fn device_action(
@@ -382,9 +453,22 @@ pub async fn device_action(
     if let Err(res) = user.check_project(&state, &project_id).await {
         return res;
     }
+    let channel = match form.channel.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(index) if (0..=1024).contains(&index) => Some(index),
+            _ => {
+                return error_page(
+                    user.nav(),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "A channel is a number from 0 to 1024.",
+                );
+            }
+        },
+    };
     let done = match action.as_str() {
-        "pause" => state.db.pause_device(&id, None).await,
-        "resume" => state.db.resume_device(&id, None).await,
+        "pause" => state.db.pause_device(&id, channel).await,
+        "resume" => state.db.resume_device(&id, channel).await,
         "unpair" => state.db.unpair_device(&id).await,
         "rename" => {
             let name = form.name.unwrap_or_default();
@@ -403,6 +487,6 @@ pub async fn device_action(
     if let Err(e) = done {
         return internal(user.nav(), e);
     }
-    tracing::info!(user = %user.user.username, device = %id, action = %action, "device action");
+    tracing::info!(user = %user.user.username, device = %id, action = %action, ?channel, "device action");
     Redirect::to(&format!("/projects/{project_id}")).into_response()
 }
