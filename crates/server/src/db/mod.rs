@@ -22,6 +22,7 @@ mod projects;
 mod remote;
 mod settings;
 mod tokens;
+mod traffic;
 mod users;
 mod web;
 mod writer;
