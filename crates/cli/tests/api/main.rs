@@ -9,6 +9,7 @@ mod attacks;
 mod auth;
 mod basics;
 mod browser;
+mod capture;
 mod client_basics;
 mod client_faults;
 mod client_resilience;

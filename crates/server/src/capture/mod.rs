@@ -82,6 +82,8 @@ impl TrafficRecord {
 
 /// The recorders, shared by every request.
 pub struct Traffic {
+    /// To name the device of an unknown route's request by its token.
+    db: Db,
     rows: tokio::sync::mpsc::Sender<TrafficRecord>,
     lines: Option<std::sync::mpsc::SyncSender<TrafficRecord>>,
     dropped_rows: AtomicU64,
@@ -93,7 +95,7 @@ impl Traffic {
     /// thread, since it does blocking file I/O).
     pub fn start(db: Db, config: &Config) -> Arc<Traffic> {
         let (rows, receiver) = tokio::sync::mpsc::channel(ROW_QUEUE);
-        tokio::spawn(write_rows(db, receiver, config.traffic_rows));
+        tokio::spawn(write_rows(db.clone(), receiver, config.traffic_rows));
         let dropped_lines = Arc::new(AtomicU64::new(0));
         let lines = config.capture.then(|| {
             let (sender, receiver) = std::sync::mpsc::sync_channel(LINE_QUEUE);
@@ -107,6 +109,7 @@ impl Traffic {
                 .map(|_| sender)
         });
         Arc::new(Traffic {
+            db,
             rows,
             lines: lines.flatten(),
             dropped_rows: AtomicU64::new(0),
@@ -237,8 +240,22 @@ impl Watch {
         self,
         traffic: &Traffic,
         response: Response,
-        device_id: Option<String>,
+        mut device_id: Option<String>,
     ) -> Response {
+        // No handler authenticated an unknown route's request; its token still says who
+        // sent it, which is the point of the record (a read, on a request that failed).
+        if device_id.is_none()
+            && !self.known_route
+            && let Some(token) = bearer_token(&self.headers, self.query.as_deref())
+        {
+            device_id = traffic
+                .db
+                .authenticate(&token)
+                .await
+                .ok()
+                .flatten()
+                .map(|a| a.device_id);
+        }
         let status = response.status().as_u16();
         let mut detail = response.extensions().get::<ErrorDetail>().map(|d| d.0.clone());
         let mut response = response;
@@ -287,6 +304,32 @@ impl Watch {
         });
         response
     }
+}
+
+/// The access token a request carries: `Authorization: Bearer`, or in the query as a
+/// status socket sends it (`Authorization=Bearer%20..`, `token=..`).
+fn bearer_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_owned());
+    let from_query = || {
+        query?.split('&').find_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            let value = redact::percent_decode(value);
+            match name.to_ascii_lowercase().as_str() {
+                "token" | "access_token" => Some(value),
+                "authorization" => value
+                    .split_once(' ')
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, t)| t.trim().to_owned()),
+                _ => None,
+            }
+        })
+    };
+    from_header.or_else(from_query).filter(|t| !t.is_empty())
 }
 
 fn is_short_text(headers: &HeaderMap) -> bool {

@@ -328,7 +328,8 @@ fn part_name(head: &str) -> Option<String> {
     Some(name.to_owned())
 }
 
-fn percent_decode(text: &str) -> String {
+/// `%XX` and `+` decoded (lossily to text).
+pub(crate) fn percent_decode(text: &str) -> String {
     fn hex(b: u8) -> Option<u8> {
         char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
     }
