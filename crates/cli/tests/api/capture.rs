@@ -157,6 +157,25 @@ async fn failures_and_unknown_routes_are_recorded_with_device_status_and_detail(
     let theirs = app.cli_json(&["device", "traffic", "--device", "traffic-cam-2", "--errors"]);
     assert_eq!(theirs.as_array().unwrap().len(), 1, "{theirs:#}");
     assert_eq!(theirs[0]["path"], "/v2/nowhere");
+    // An answer that is not one of ours (axum's own rejection of a query) gives its text.
+    let res = app
+        .client
+        .put(app.at("/upload/some-asset/1?size=many&expires=1&sig=abcdef0123456789"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let rows = traffic_until(&app, &[], |rows| {
+        rows.iter().any(|r| r["path"] == "/upload/some-asset/1")
+    });
+    let rejected = rows.iter().find(|r| r["path"] == "/upload/some-asset/1").unwrap();
+    assert!(
+        rejected["detail"].as_str().unwrap().contains("size"),
+        "{rejected}"
+    );
+    assert_eq!(rejected["query"], "size=many&expires=1&sig=[redacted]");
+    assert!(rejected["body"].is_null(), "part bodies are never kept: {rejected}");
     // The table for people.
     let table = app.cli(&["device", "traffic"]);
     assert!(table.contains("/v2/devices/frobnicate") && table.contains("404"), "{table}");

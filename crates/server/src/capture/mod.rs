@@ -242,6 +242,10 @@ impl Watch {
         response: Response,
         mut device_id: Option<String>,
     ) -> Response {
+        let status = response.status().as_u16();
+        if status < 400 && self.known_route && traffic.lines.is_none() {
+            return response;
+        }
         // No handler authenticated an unknown route's request; its token still says who
         // sent it, which is the point of the record (a read, on a request that failed).
         if device_id.is_none()
@@ -256,10 +260,9 @@ impl Watch {
                 .flatten()
                 .map(|a| a.device_id);
         }
-        let status = response.status().as_u16();
         let mut detail = response.extensions().get::<ErrorDetail>().map(|d| d.0.clone());
         let mut response = response;
-        if detail.is_none() && status >= 400 && is_short_text(response.headers()) {
+        if detail.is_none() && status >= 400 && is_short_text(&response) {
             let (parts, body) = response.into_parts();
             let bytes = axum::body::to_bytes(body, REJECTION_TEXT)
                 .await
@@ -332,16 +335,19 @@ fn bearer_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     from_header.or_else(from_query).filter(|t| !t.is_empty())
 }
 
-fn is_short_text(headers: &HeaderMap) -> bool {
-    let text = headers
+/// A plain-text answer whose whole body is known and short (axum's rejections are).
+fn is_short_text(response: &Response) -> bool {
+    use axum::body::HttpBody;
+    let text = response
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("text/plain"));
-    let short = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n <= REJECTION_TEXT);
+    let short = response
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= REJECTION_TEXT as u64);
     text && short
 }
 
