@@ -317,7 +317,13 @@ pub async fn device(data: &Target, state: &Path, cmd: DeviceCommand) -> anyhow::
                 &rows,
                 flag.json,
                 &[
-                    "at", "device", "remote_addr", "method", "path", "status", "detail",
+                    "at",
+                    "device",
+                    "remote_addr",
+                    "method",
+                    "path",
+                    "status",
+                    "detail",
                 ],
             );
             Ok(())

@@ -207,7 +207,10 @@ impl Admin {
         }
         let rows = self
             .db
-            .traffic(device_id.as_deref(), i64::try_from(limit).unwrap_or(i64::MAX))
+            .traffic(
+                device_id.as_deref(),
+                i64::try_from(limit).unwrap_or(i64::MAX),
+            )
             .await?;
         for mut row in rows {
             if let Some(line) = by_id.get(&row.id) {

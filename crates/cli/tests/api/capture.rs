@@ -130,24 +130,38 @@ async fn failures_and_unknown_routes_are_recorded_with_device_status_and_detail(
         unknown["detail"],
         "No route for POST /v2/devices/frobnicate."
     );
-    assert!(unknown["remote_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        unknown["remote_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     let headers = unknown["headers"].as_array().unwrap();
     assert!(
         headers.contains(&json!(["x-client-version", FIRMWARE])),
         "{headers:?}"
     );
-    assert!(headers.contains(&json!(["authorization", "[redacted]"])), "{headers:?}");
+    assert!(
+        headers.contains(&json!(["authorization", "[redacted]"])),
+        "{headers:?}"
+    );
 
     let invalid = find(&rows, "POST", "/v2/devices/assets").expect("the 422");
     assert_eq!(invalid["status"], 422);
     assert_eq!(invalid["detail"], detail.as_str());
     assert_eq!(invalid["device"], cam_name.as_str());
-    assert!(invalid["body"].as_str().unwrap().contains("A001<b>.mov"), "{invalid}");
+    assert!(
+        invalid["body"].as_str().unwrap().contains("A001<b>.mov"),
+        "{invalid}"
+    );
     assert!(invalid["body_length"].as_u64().unwrap() > 0);
 
     // Successes are not kept (no --capture): not /me, not the pairing calls.
     assert!(find(&rows, "GET", "/v2/devices/me").is_none(), "{rows:#?}");
-    assert!(rows.iter().all(|r| r["status"].as_u64().unwrap() >= 400), "{rows:#?}");
+    assert!(
+        rows.iter().all(|r| r["status"].as_u64().unwrap() >= 400),
+        "{rows:#?}"
+    );
 
     // --device names one device, by name or client_id; --errors keeps all of these.
     let mine = app.cli_json(&["device", "traffic", "--device", "traffic-cam-1"]);
@@ -169,16 +183,25 @@ async fn failures_and_unknown_routes_are_recorded_with_device_status_and_detail(
     let rows = traffic_until(&app, &[], |rows| {
         rows.iter().any(|r| r["path"] == "/upload/some-asset/1")
     });
-    let rejected = rows.iter().find(|r| r["path"] == "/upload/some-asset/1").unwrap();
+    let rejected = rows
+        .iter()
+        .find(|r| r["path"] == "/upload/some-asset/1")
+        .unwrap();
     assert!(
         rejected["detail"].as_str().unwrap().contains("size"),
         "{rejected}"
     );
     assert_eq!(rejected["query"], "size=many&expires=1&sig=[redacted]");
-    assert!(rejected["body"].is_null(), "part bodies are never kept: {rejected}");
+    assert!(
+        rejected["body"].is_null(),
+        "part bodies are never kept: {rejected}"
+    );
     // The table for people.
     let table = app.cli(&["device", "traffic"]);
-    assert!(table.contains("/v2/devices/frobnicate") && table.contains("404"), "{table}");
+    assert!(
+        table.contains("/v2/devices/frobnicate") && table.contains("404"),
+        "{table}"
+    );
 }
 
 #[tokio::test]
@@ -214,7 +237,9 @@ async fn capture_records_every_request_with_part_lengths_and_hashes() {
     let app = spawn_app_with(&["--capture"]).await;
     let cam = app.pair("capture-cam").await;
     let data = test_bytes(300_000, 7);
-    let asset = app.create_asset(&cam.access_token, "A002.mov", data.len()).await;
+    let asset = app
+        .create_asset(&cam.access_token, "A002.mov", data.len())
+        .await;
     app.upload(&asset, &data).await;
     app.wait_complete(&cam.access_token, &asset.id).await;
     let missing = app
@@ -247,7 +272,10 @@ async fn capture_records_every_request_with_part_lengths_and_hashes() {
         assert_eq!(part["body_length"], data.len());
         assert_eq!(part["body_sha256"], sha256_hex(&data));
         assert!(part["body"].is_null(), "{part}");
-        assert!(part["query"].as_str().unwrap().contains("sig=[redacted]"), "{part}");
+        assert!(
+            part["query"].as_str().unwrap().contains("sig=[redacted]"),
+            "{part}"
+        );
     }
 
     // `device traffic` reads the capture files too: everything, or with --errors the
@@ -259,7 +287,10 @@ async fn capture_records_every_request_with_part_lengths_and_hashes() {
     let errors = traffic_until(&app, &["--errors"], |rows| !rows.is_empty());
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(errors[0]["path"], "/v2/devices/what");
-    assert_eq!(errors[0]["device"], device_name(&app, "capture-cam").as_str());
+    assert_eq!(
+        errors[0]["device"],
+        device_name(&app, "capture-cam").as_str()
+    );
 }
 
 /// Every file under `dir`, as bytes.
@@ -340,7 +371,9 @@ async fn no_secret_reaches_the_data_directory_the_database_or_the_log() {
     let second: rushes_proto::auth::TokenResponse = res.json().await.unwrap();
     let second_refresh = second.refresh_token.clone().unwrap();
 
-    let asset = app.create_asset(&second.access_token, "A003.mov", 1000).await;
+    let asset = app
+        .create_asset(&second.access_token, "A003.mov", 1000)
+        .await;
     let part_url = asset.upload_urls[0].clone();
     app.upload(&asset, &test_bytes(1000, 3)).await;
     // A tampered signature (403, recorded) on the local store.
@@ -424,11 +457,17 @@ async fn no_secret_reaches_the_data_directory_the_database_or_the_log() {
         .find(|l| l["path"] == "/v2/auth/token" && l["method"] == "GET")
         .expect("the GET exchange");
     assert!(
-        token_poll["query"].as_str().unwrap().contains("device_code=[redacted]"),
+        token_poll["query"]
+            .as_str()
+            .unwrap()
+            .contains("device_code=[redacted]"),
         "{token_poll}"
     );
     assert!(
-        token_poll["query"].as_str().unwrap().contains("client_id=secretive-cam"),
+        token_poll["query"]
+            .as_str()
+            .unwrap()
+            .contains("client_id=secretive-cam"),
         "{token_poll}"
     );
     let used = rows
@@ -436,7 +475,10 @@ async fn no_secret_reaches_the_data_directory_the_database_or_the_log() {
         .find(|r| r["path"] == "/v2/auth/token" && r["detail"] == "invalid_grant")
         .expect("the used code's poll");
     assert!(
-        used["body"].as_str().unwrap().contains("device_code=[redacted]"),
+        used["body"]
+            .as_str()
+            .unwrap()
+            .contains("device_code=[redacted]"),
         "{used}"
     );
     assert!(
@@ -469,18 +511,33 @@ async fn no_secret_reaches_the_data_directory_the_database_or_the_log() {
             assert!(!contains(bytes, secret), "the {what} is in {name}");
         }
         assert!(!log.contains(secret.as_str()), "the {what} is in the log");
-        assert!(!database.contains(secret.as_str()), "the {what} is in the database");
-        assert!(!traffic_output.contains(secret.as_str()), "the {what} is in `device traffic`");
+        assert!(
+            !database.contains(secret.as_str()),
+            "the {what} is in the database"
+        );
+        assert!(
+            !traffic_output.contains(secret.as_str()),
+            "the {what} is in `device traffic`"
+        );
     }
     // The model's client_secret identifies the model and is kept in `device_models` by
     // design (c2c-api.md §2: it ships in firmware); it must not be anywhere else.
     for (name, bytes) in &files {
         if !name.contains("rushes.db") {
-            assert!(!contains(bytes, &client_secret), "the client secret is in {name}");
+            assert!(
+                !contains(bytes, &client_secret),
+                "the client secret is in {name}"
+            );
         }
     }
-    assert!(!log.contains(&client_secret), "the client secret is in the log");
-    assert!(!traffic_output.contains(&client_secret), "the client secret is in `device traffic`");
+    assert!(
+        !log.contains(&client_secret),
+        "the client secret is in the log"
+    );
+    assert!(
+        !traffic_output.contains(&client_secret),
+        "the client secret is in `device traffic`"
+    );
 }
 
 #[tokio::test]
@@ -517,7 +574,10 @@ async fn the_setup_page_shows_recent_device_errors_to_administrators_only() {
     assert!(page.contains("Recent device errors"), "{page}");
     assert!(page.contains(&device_name(&app, "setup-cam")), "{page}");
     assert!(page.contains("/v2/devices/unheard-of"), "{page}");
-    assert!(page.contains("No route for GET /v2/devices/unheard-of."), "{page}");
+    assert!(
+        page.contains("No route for GET /v2/devices/unheard-of."),
+        "{page}"
+    );
     assert!(page.contains("<td>404</td>"), "{page}");
     assert!(!page.contains("<script>alert(1)</script>"), "{page}");
     assert!(

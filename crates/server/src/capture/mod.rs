@@ -186,7 +186,9 @@ fn is_device_api(path: &str, matched: Option<&str>) -> bool {
         None => true,
         Some("/devices/{id}/{action}") => false,
         Some(_) => {
-            path.starts_with("/v2/") || path.starts_with("/upload/") || path.starts_with("/devices/")
+            path.starts_with("/v2/")
+                || path.starts_with("/upload/")
+                || path.starts_with("/devices/")
         }
     }
 }
@@ -208,7 +210,8 @@ impl Seen {
         self.length += bytes.len() as u64;
         if self.keep_prefix && self.prefix.len() < BODY_PREFIX {
             let room = BODY_PREFIX - self.prefix.len();
-            self.prefix.extend_from_slice(&bytes[..room.min(bytes.len())]);
+            self.prefix
+                .extend_from_slice(&bytes[..room.min(bytes.len())]);
         }
         if let Some(h) = &mut self.hasher {
             h.update(bytes);
@@ -260,7 +263,10 @@ impl Watch {
                 .flatten()
                 .map(|a| a.device_id);
         }
-        let mut detail = response.extensions().get::<ErrorDetail>().map(|d| d.0.clone());
+        let mut detail = response
+            .extensions()
+            .get::<ErrorDetail>()
+            .map(|d| d.0.clone());
         let mut response = response;
         if detail.is_none() && status >= 400 && is_short_text(&response) {
             let (parts, body) = response.into_parts();
@@ -352,11 +358,7 @@ fn is_short_text(response: &Response) -> bool {
 }
 
 /// The database writer: takes what waits, writes it in one transaction with the prune.
-async fn write_rows(
-    db: Db,
-    mut receiver: tokio::sync::mpsc::Receiver<TrafficRecord>,
-    keep: usize,
-) {
+async fn write_rows(db: Db, mut receiver: tokio::sync::mpsc::Receiver<TrafficRecord>, keep: usize) {
     let mut batch = Vec::new();
     while receiver.recv_many(&mut batch, 64).await > 0 {
         if let Err(e) = db.record_traffic(&batch, keep).await {
@@ -394,7 +396,8 @@ fn write_lines(
             if let Some((_, file)) = &mut open {
                 let drops = dropped.load(Ordering::Relaxed);
                 if drops > reported_drops {
-                    let note = serde_json::json!({"at": record.at, "dropped": drops - reported_drops});
+                    let note =
+                        serde_json::json!({"at": record.at, "dropped": drops - reported_drops});
                     let _ = writeln!(file, "{note}");
                     reported_drops = drops;
                 }
@@ -464,10 +467,19 @@ mod tests {
     #[test]
     fn the_device_api_is_what_devices_call() {
         assert!(is_device_api("/v2/devices/me", Some("/v2/devices/me")));
-        assert!(is_device_api("/upload/a/1", Some("/upload/{asset_id}/{number}")));
-        assert!(is_device_api("/devices/websocket", Some("/devices/websocket")));
+        assert!(is_device_api(
+            "/upload/a/1",
+            Some("/upload/{asset_id}/{number}")
+        ));
+        assert!(is_device_api(
+            "/devices/websocket",
+            Some("/devices/websocket")
+        ));
         assert!(is_device_api("/favicon.ico", None));
-        assert!(!is_device_api("/devices/x/pause", Some("/devices/{id}/{action}")));
+        assert!(!is_device_api(
+            "/devices/x/pause",
+            Some("/devices/{id}/{action}")
+        ));
         assert!(!is_device_api("/setup", Some("/setup")));
         assert!(!is_device_api("/health", Some("/health")));
     }

@@ -133,11 +133,19 @@ mod tests {
     async fn keeps_the_newest_rows_only() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::db::test_support::db_with_device(dir.path()).await;
-        db.record_traffic(&[record("01"), record("02")], 3).await.unwrap();
+        db.record_traffic(&[record("01"), record("02")], 3)
+            .await
+            .unwrap();
         db.record_traffic(&[record("03"), record("04"), record("05")], 3)
             .await
             .unwrap();
-        let ids: Vec<String> = db.traffic(None, 100).await.unwrap().into_iter().map(|r| r.id).collect();
+        let ids: Vec<String> = db
+            .traffic(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         assert_eq!(ids, ["05", "04", "03"]);
         let mine = db.traffic(Some("d"), 2).await.unwrap();
         assert_eq!(mine.len(), 2);
