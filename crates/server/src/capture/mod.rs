@@ -503,4 +503,50 @@ mod tests {
         assert_eq!(hash, crate::secrets::hex(&Sha256::digest(&all)));
         assert_eq!(day_of(1_764_392_690_000), "2025-11-29");
     }
+
+    fn record_at(at: i64) -> TrafficRecord {
+        TrafficRecord {
+            id: format!("{at:020}"),
+            at,
+            device_id: None,
+            device_name: None,
+            remote_addr: "127.0.0.1:1".into(),
+            method: "GET".into(),
+            path: "/v2/x".into(),
+            query: None,
+            headers: Vec::new(),
+            body: None,
+            body_length: 0,
+            body_sha256: None,
+            status: 200,
+            detail: None,
+            known_route: true,
+        }
+    }
+
+    #[test]
+    fn lines_go_to_the_file_of_their_day_with_drops_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sender, receiver) = std::sync::mpsc::sync_channel(8);
+        let day = 86_400_000;
+        sender.send(record_at(20_000 * day + 5)).unwrap();
+        sender.send(record_at(20_000 * day + 6)).unwrap();
+        sender.send(record_at(20_001 * day)).unwrap();
+        drop(sender);
+        let dropped = AtomicU64::new(3);
+        write_lines(&captures_dir(dir.path()), &receiver, &dropped);
+        let first = std::fs::read_to_string(dir.path().join("captures/2024-10-04.jsonl")).unwrap();
+        let lines: Vec<&str> = first.lines().collect();
+        assert_eq!(lines.len(), 3, "{first}");
+        assert!(lines[0].contains(r#""dropped":3"#), "{first}");
+        let second = std::fs::read_to_string(dir.path().join("captures/2024-10-05.jsonl")).unwrap();
+        assert_eq!(second.lines().count(), 1);
+        // Read back in order; the note is not a record.
+        let back: Vec<i64> = read_captures(dir.path())
+            .unwrap()
+            .iter()
+            .map(|r| r.at)
+            .collect();
+        assert_eq!(back, [20_000 * day + 5, 20_000 * day + 6, 20_001 * day]);
+    }
 }
