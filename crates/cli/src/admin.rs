@@ -144,6 +144,21 @@ pub enum DeviceCommand {
     /// With DEVICE (server): revoke that device's tokens, it must pair again. Without
     /// (device): unpair this computer.
     Unpair { device: Option<String> },
+    /// (server) What devices sent: the failed requests kept in the database, plus every
+    /// request in the `serve --capture` files of the data directory. Secrets are redacted.
+    Traffic {
+        /// Only this device's requests (id, client_id or name).
+        #[arg(long)]
+        device: Option<String>,
+        /// Only requests answered 4xx/5xx or sent to an unknown route.
+        #[arg(long)]
+        errors: bool,
+        /// At most this many, the newest.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Subcommand)]
@@ -281,6 +296,44 @@ pub async fn device(data: &Target, state: &Path, cmd: DeviceCommand) -> anyhow::
         DeviceCommand::Resume { device } => {
             let d = data.open().await?.resume(&device).await?;
             println!("resumed {:?}", d.name);
+            Ok(())
+        }
+        DeviceCommand::Traffic {
+            device,
+            errors,
+            limit,
+            json: flag,
+        } => {
+            let rows: Vec<Value> = data
+                .open()
+                .await?
+                .traffic(&data.data_dir, device.as_deref(), errors, limit)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    json!({
+                        "id": r.id, "at": rfc3339(r.at), "device_id": r.device_id,
+                        "device": r.device_name, "remote_addr": r.remote_addr,
+                        "method": r.method, "path": r.path, "query": r.query,
+                        "headers": r.headers, "body": r.body,
+                        "body_length": r.body_length, "body_sha256": r.body_sha256,
+                        "status": r.status, "detail": r.detail, "known_route": r.known_route,
+                    })
+                })
+                .collect();
+            print_rows(
+                &rows,
+                flag.json,
+                &[
+                    "at",
+                    "device",
+                    "remote_addr",
+                    "method",
+                    "path",
+                    "status",
+                    "detail",
+                ],
+            );
             Ok(())
         }
         DeviceCommand::Unpair {

@@ -97,6 +97,13 @@ pub struct ServeArgs {
         value_name = "PER_SECOND"
     )]
     rate_limit: u32,
+    /// Also record every device-API request (secrets redacted, part bodies as length and
+    /// SHA-256) in <data>/captures/YYYY-MM-DD.jsonl, for a support bundle.
+    #[arg(long, env = "RUSHES_CAPTURE")]
+    capture: bool,
+    /// How many failed device-API requests the database keeps (tests lower it).
+    #[arg(long, default_value_t = 1000, hide = true, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    traffic_rows: u64,
     /// Log format on stderr.
     #[arg(long, env = "RUSHES_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -135,6 +142,8 @@ pub async fn run(target: crate::admin::Target, args: ServeArgs) -> anyhow::Resul
     config.max_parts = args.max_parts;
     config.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
     config.requests_per_second = args.rate_limit;
+    config.capture = args.capture;
+    config.traffic_rows = usize::try_from(args.traffic_rows).unwrap_or(1000);
     if let (Some(endpoint), Some(bucket)) = (args.s3_endpoint, args.s3_bucket) {
         let credential = |name: &str| {
             std::env::var(name)

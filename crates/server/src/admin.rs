@@ -180,6 +180,68 @@ impl Admin {
         Ok(device)
     }
 
+    /// Recorded device traffic, oldest first, at most the newest `limit`: the failed
+    /// requests every server keeps in the database, merged (by request id) with the
+    /// `--capture` files of `data_dir`, when there are any. `device` is a selector as for
+    /// [`Admin::device`]; `errors_only` keeps failures and unknown routes.
+    pub async fn traffic(
+        &self,
+        data_dir: &Path,
+        device: Option<&str>,
+        errors_only: bool,
+        limit: usize,
+    ) -> anyhow::Result<Vec<crate::capture::TrafficRecord>> {
+        let device_id = match device {
+            Some(selector) => Some(self.device(selector).await?.id),
+            None => None,
+        };
+        let mut by_id = std::collections::BTreeMap::new();
+        let captured = crate::capture::read_captures(data_dir).with_context(|| {
+            format!(
+                "reading {}",
+                crate::capture::captures_dir(data_dir).display()
+            )
+        })?;
+        for record in captured {
+            by_id.insert(record.id.clone(), record);
+        }
+        let rows = self
+            .db
+            .traffic(
+                device_id.as_deref(),
+                i64::try_from(limit).unwrap_or(i64::MAX),
+            )
+            .await?;
+        for mut row in rows {
+            if let Some(line) = by_id.get(&row.id) {
+                row.body_sha256.clone_from(&line.body_sha256);
+            }
+            by_id.insert(row.id.clone(), row);
+        }
+        let names: std::collections::HashMap<String, String> = self
+            .db
+            .devices(None)
+            .await?
+            .into_iter()
+            .map(|d| (d.id, d.name))
+            .collect();
+        let mut records: Vec<_> = by_id
+            .into_values()
+            .filter(|r| device_id.is_none() || r.device_id == device_id)
+            .filter(|r| !errors_only || r.is_error())
+            .map(|mut r| {
+                if r.device_name.is_none() {
+                    r.device_name = r.device_id.as_ref().and_then(|id| names.get(id).cloned());
+                }
+                r
+            })
+            .collect();
+        // Ids are time-ordered (UUIDv7), so the map's order is arrival order.
+        let skip = records.len().saturating_sub(limit);
+        records.drain(..skip);
+        Ok(records)
+    }
+
     pub async fn assets(&self, project: Option<&str>) -> anyhow::Result<Vec<AssetListing>> {
         let project_id = match project {
             Some(name) => Some(self.project_named(name).await?.id),

@@ -44,6 +44,10 @@ pub struct Config {
     pub s3_max_check_pause: Duration,
     /// Requests a second one device grant may make on the device API (0: no limit).
     pub requests_per_second: u32,
+    /// `--capture`: every device-API request also goes to `<data>/captures/*.jsonl`.
+    pub capture: bool,
+    /// How many failed device-API requests the database keeps (the newest).
+    pub traffic_rows: usize,
 }
 
 impl Config {
@@ -70,6 +74,8 @@ impl Config {
             s3_abandon_after: Duration::from_secs(7 * 24 * 3600),
             s3_max_check_pause: Duration::from_secs(30),
             requests_per_second: 50,
+            capture: false,
+            traffic_rows: 1000,
         }
     }
 

@@ -23,6 +23,17 @@ pub enum ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The `detail` (or OAuth error code) an error answered with, attached to the response so
+/// the device traffic record ([`crate::capture`]) can say why a request failed.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub String);
+
+/// `res` carrying `detail` for the traffic record.
+fn with_detail(mut res: Response, detail: String) -> Response {
+    res.extensions_mut().insert(ErrorDetail(detail));
+    res
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError::Detailed {
@@ -113,15 +124,18 @@ impl IntoResponse for ApiError {
                     .into_response();
                 res.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                res
+                with_detail(res, code.to_owned())
             }
             ApiError::Detailed {
                 status,
                 title,
                 detail,
             } => {
-                let mut res =
-                    (status, Json(ErrorBody::new(status.as_u16(), title, detail))).into_response();
+                let mut res = (
+                    status,
+                    Json(ErrorBody::new(status.as_u16(), title, detail.clone())),
+                )
+                    .into_response();
                 if status == StatusCode::UNAUTHORIZED {
                     res.headers_mut()
                         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -130,24 +144,25 @@ impl IntoResponse for ApiError {
                     res.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 }
-                res
+                with_detail(res, detail)
             }
             ApiError::TooManyRequests { retry_after_secs } => {
                 let status = StatusCode::TOO_MANY_REQUESTS;
+                let detail = format!(
+                    "This device is over its request limit; try again in {retry_after_secs} s."
+                );
                 let mut res = (
                     status,
                     Json(ErrorBody::new(
                         status.as_u16(),
                         "Too Many Requests",
-                        format!(
-                            "This device is over its request limit; try again in {retry_after_secs} s."
-                        ),
+                        detail.clone(),
                     )),
                 )
                     .into_response();
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-                res
+                with_detail(res, detail)
             }
             ApiError::Internal(e) if is_disk_full(&e) => {
                 tracing::error!(error = format!("{e:#}"), "the disk is full");
@@ -212,12 +227,15 @@ fn is_disk_full(e: &anyhow::Error) -> bool {
 }
 
 /// 404 for any unknown route, in the detailed shape; logged so operators can report calls a
-/// camera makes that Rushes lacks.
+/// camera makes that Rushes lacks (the query too, which may say what the call wanted, with
+/// its secrets redacted: a socket's token travels there).
 pub async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    if uri.path().starts_with("/v2/") {
-        tracing::warn!(%method, path = uri.path(), "unknown API route");
+    let path = crate::capture::redact::path(uri.path());
+    if path.starts_with("/v2/") {
+        let query = uri.query().map(crate::capture::redact::query);
+        tracing::warn!(%method, path, query, "unknown API route");
     }
-    ApiError::not_found(format!("No route for {method} {}.", uri.path()))
+    ApiError::not_found(format!("No route for {method} {path}."))
 }
 
 /// `e` and its causes, `outer: inner: ...`: for errors that say little themselves and put

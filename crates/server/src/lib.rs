@@ -5,6 +5,7 @@
 //! [`startup::Application`], the admin commands call [`admin::Admin`].
 
 pub mod admin;
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod db;

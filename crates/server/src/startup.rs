@@ -119,6 +119,7 @@ impl Application {
             admin_password,
         };
         let token_limiter = TokenLimiter::new(config.requests_per_second).map(Arc::new);
+        let traffic = crate::capture::Traffic::start(db.clone(), &config);
         let state = AppState {
             db,
             config: Arc::new(config),
@@ -132,6 +133,7 @@ impl Application {
             login_limiter: Arc::new(RateLimiter::new(10, Duration::from_secs(60))),
             code_limiter: Arc::new(RateLimiter::new(10, Duration::from_secs(60))),
             token_limiter,
+            traffic,
         };
         Ok(Application {
             listener,

@@ -28,6 +28,8 @@ pub struct AppState {
     pub code_limiter: Arc<RateLimiter>,
     /// The device API's per-grant request limit; `None` when turned off.
     pub token_limiter: Option<Arc<crate::throttle::TokenLimiter>>,
+    /// The device traffic record (see [`crate::capture`]).
+    pub traffic: Arc<crate::capture::Traffic>,
 }
 
 impl AppState {

@@ -11,6 +11,7 @@ mod basics;
 mod browser;
 mod browser_clip;
 mod camera_uploads;
+mod capture;
 mod channels;
 mod client_basics;
 mod client_faults;

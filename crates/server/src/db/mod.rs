@@ -24,6 +24,7 @@ mod projects;
 mod remote;
 mod settings;
 mod tokens;
+mod traffic;
 mod users;
 mod web;
 mod writer;

@@ -80,18 +80,24 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// One structured line per request: method, route, status, latency, device. The route is
-/// the matched pattern, never the raw URI, so signatures in query strings stay out of logs.
+/// the matched pattern, never the raw URI, so signatures in query strings stay out of logs
+/// (an unknown route's path is logged through the redaction of [`crate::capture`]). Device
+/// API requests are also handed to the traffic record (errors always, all with `--capture`).
 async fn log_and_time_out(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req
+    let matched = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+        .map(|p| p.as_str().to_owned());
+    let route = matched
+        .clone()
+        .unwrap_or_else(|| crate::capture::redact::path(req.uri().path()));
     let device = LogDevice::default();
     req.extensions_mut().insert(device.clone());
+    let watch = state.traffic.watch(matched.as_deref(), &mut req);
     let is_upload = route.starts_with("/upload/");
-    let response = if is_upload {
+    let mut response = if is_upload {
         next.run(req).await
     } else {
         match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
@@ -104,6 +110,11 @@ async fn log_and_time_out(State(state): State<AppState>, mut req: Request, next:
             .into_response(),
         }
     };
+    if let Some(watch) = watch {
+        response = watch
+            .finish(&state.traffic, response, device.0.get().cloned())
+            .await;
+    }
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let device = device.0.get().map(String::as_str).unwrap_or("-");

@@ -165,7 +165,22 @@ struct SetupPage {
     nav: Nav,
     fingerprint: Option<String>,
     base_url: String,
+    /// Administrators only: the newest failed device requests (`None` for other users).
+    device_errors: Option<Vec<DeviceError>>,
 }
+
+/// A row of the Setup page's "Recent device errors".
+struct DeviceError {
+    at: String,
+    device: String,
+    method: String,
+    path: String,
+    status: u16,
+    detail: String,
+}
+
+/// How many failed device requests the Setup page lists.
+const SETUP_DEVICE_ERRORS: i64 = 20;
 
 async fn setup(
     State(state): State<AppState>,
@@ -176,10 +191,31 @@ async fn setup(
         .ca_pem
         .as_deref()
         .and_then(|pem| crate::tls::fingerprint(pem).ok());
+    let device_errors = if user.user.is_admin != 0 {
+        match state.db.traffic(None, SETUP_DEVICE_ERRORS).await {
+            Ok(records) => Some(
+                records
+                    .into_iter()
+                    .map(|r| DeviceError {
+                        at: crate::clock::rfc3339(r.at),
+                        device: r.device_name.or(r.device_id).unwrap_or_else(|| "-".into()),
+                        method: r.method,
+                        path: r.path,
+                        status: r.status,
+                        detail: r.detail.unwrap_or_default(),
+                    })
+                    .collect(),
+            ),
+            Err(e) => return internal(user.nav(), e),
+        }
+    } else {
+        None
+    };
     render(&SetupPage {
         nav: user.nav(),
         fingerprint,
         base_url,
+        device_errors,
     })
 }
 

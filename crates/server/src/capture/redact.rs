@@ -1,0 +1,488 @@
+//! The one place that decides what of a device's request may be written down. Everything
+//! the traffic record keeps (database rows, capture files) and every log line that prints
+//! a query goes through here, so a secret has one gate to pass, not one per writer.
+//!
+//! The rule errs towards hiding: a field whose *name* looks secret loses its value
+//! whatever the value is, `Bearer ...` loses its token wherever it shows, and a body that
+//! cannot be parsed well enough to find its fields is not kept at all.
+
+/// What replaces a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// Whether a form field, query parameter or JSON key names a secret: the OAuth fields of
+/// c2c-api.md §2 (`client_secret`, `device_code`, `refresh_token` and its misspelling
+/// `refresh_tokem`, `token`), access tokens in socket queries (`Authorization=Bearer ..`,
+/// `token=`), URL signatures (`sig`, S3's `X-Amz-Signature`), and anything else whose
+/// name says token, secret, password or signature.
+pub fn is_secret_name(name: &str) -> bool {
+    let name = name.trim().to_ascii_lowercase();
+    const EXACT: &[&str] = &["sig", "code", "device_code", "x-amz-credential"];
+    const CONTAINS: &[&str] = &[
+        "token",
+        "tokem",
+        "secret",
+        "password",
+        "signature",
+        "authorization",
+        "cookie",
+        "session",
+        "api_key",
+        "apikey",
+    ];
+    EXACT.contains(&name.as_str()) || CONTAINS.iter().any(|c| name.contains(c))
+}
+
+/// Whether a header's value is a secret whatever it holds.
+fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || is_secret_name(&name)
+}
+
+/// Headers as `(name, value)` pairs, in order, secrets replaced; values that are not
+/// text are shown lossily.
+pub fn headers(map: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(name, value)| {
+            let name = name.as_str().to_owned();
+            let value = if is_secret_header(&name) {
+                REDACTED.to_owned()
+            } else {
+                scrub(&String::from_utf8_lossy(value.as_bytes()))
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// A query string (`a=1&sig=..`) with the values of secret parameters replaced. Names
+/// are compared percent-decoded; everything else is kept as sent.
+pub fn query(raw: &str) -> String {
+    form_text(raw)
+}
+
+/// A request path, with anything that looks like a bearer token scrubbed (paths carry no
+/// secrets in the contract, but a device may put one there).
+pub fn path(raw: &str) -> String {
+    scrub(raw)
+}
+
+/// Replaces `Bearer <token>` (any case, `%20` or `+` for the space) with
+/// `Bearer [redacted]`, in any text.
+pub fn scrub(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(found) = lower[i..].find("bearer") {
+        let start = i + found;
+        let after = start + "bearer".len();
+        let sep = [" ", "%20", "+", "\t"]
+            .iter()
+            .find(|s| lower[after..].starts_with(**s))
+            .map_or(0, |s| s.len());
+        if sep == 0 {
+            out.push_str(&text[i..after]);
+            i = after;
+            continue;
+        }
+        let mut token_start = after + sep;
+        while text[token_start..].starts_with(' ') {
+            token_start += 1;
+        }
+        let token_end = text[token_start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | '"' | ',' | ';' | '\''))
+            .map_or(text.len(), |n| token_start + n);
+        out.push_str(&text[i..token_start]);
+        if token_end > token_start {
+            out.push_str(REDACTED);
+        }
+        i = token_end;
+    }
+    out.push_str(&text[i..]);
+    out
+}
+
+/// The first bytes of a request body, as text a person can read, with secrets replaced:
+/// JSON by key, forms by field name, multipart by part name. `truncated` says the body
+/// went on past `bytes` (so a last field may be cut short: it is still recognised by its
+/// name). A body that looks like one of these but cannot be walked is not kept.
+pub fn body(content_type: Option<&str>, bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return String::new();
+    }
+    let content_type = content_type.unwrap_or("").to_ascii_lowercase();
+    if content_type.starts_with("multipart/") {
+        return match boundary(&content_type) {
+            Some(b) => multipart(bytes, &b),
+            None => "[multipart body without a boundary: not kept]".to_owned(),
+        };
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let trimmed = text.trim_start();
+    if content_type.contains("json") || trimmed.starts_with('{') || trimmed.starts_with('[') {
+        return json_text(&text);
+    }
+    // Urlencoded forms, and anything else shaped like one; plain text has no `name=`
+    // pairs to hide and passes through the bearer scrub.
+    form_text(&text)
+}
+
+/// `a=1&b=2` with secret fields' values replaced (query strings and urlencoded bodies).
+fn form_text(raw: &str) -> String {
+    raw.split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_name(&percent_decode(name)) => {
+                format!("{name}={REDACTED}")
+            }
+            Some((name, value)) => format!("{name}={}", scrub(value)),
+            None if is_secret_name(&percent_decode(pair)) => pair.to_owned(),
+            None => scrub(pair),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// JSON with the values of secret keys replaced, at any depth. Cut-off JSON (the first
+/// 4 KiB of a longer body) cannot be parsed; it is scanned for `"name": value` instead.
+fn json_text(text: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(mut value) => {
+            redact_json(&mut value);
+            serde_json::to_string(&value).unwrap_or_default()
+        }
+        Err(_) => json_scan(text),
+    }
+}
+
+fn redact_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if is_secret_name(key) {
+                    *v = serde_json::Value::String(REDACTED.to_owned());
+                } else {
+                    redact_json(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        serde_json::Value::String(s) => {
+            let clean = scrub(s);
+            if clean != *s {
+                *s = clean;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Tolerant pass over JSON that does not parse: every string literal that is a secret
+/// key has the value after its `:` replaced (a string up to its closing quote, or a bare
+/// value up to `,`/`}`/`]`), or everything after it when the text ends first.
+fn json_scan(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let end = string_end(bytes, i);
+        let key = &text[i + 1..end.min(text.len()).max(i + 1)];
+        let mut j = end + 1;
+        while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if j < bytes.len() && bytes[j] == b':' && is_secret_name(key) {
+            j += 1;
+            while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            let value_end = if j < bytes.len() && bytes[j] == b'"' {
+                (string_end(bytes, j) + 1).min(bytes.len())
+            } else {
+                bytes[j..]
+                    .iter()
+                    .position(|b| matches!(b, b',' | b'}' | b']'))
+                    .map_or(bytes.len(), |n| j + n)
+            };
+            out.push_str(&scrub(&text[copied..j]));
+            out.push('"');
+            out.push_str(REDACTED);
+            out.push('"');
+            copied = value_end;
+            i = value_end;
+        } else {
+            i = end + 1;
+        }
+    }
+    if copied < text.len() {
+        out.push_str(&scrub(&text[copied..]));
+    }
+    out
+}
+
+/// Index of the quote closing the string that opens at `open` (or the text's length).
+fn string_end(bytes: &[u8], open: usize) -> usize {
+    let mut k = open + 1;
+    while k < bytes.len() {
+        match bytes[k] {
+            b'\\' => k += 2,
+            b'"' => return k,
+            _ => k += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// The `boundary` parameter of a multipart content type.
+fn boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').find_map(|param| {
+        let (name, value) = param.trim().split_once('=')?;
+        (name.trim() == "boundary")
+            .then(|| value.trim().trim_matches('"').to_owned())
+            .filter(|b| !b.is_empty())
+    })
+}
+
+/// A multipart body with each secret part's content replaced (also when the body is cut
+/// off inside it). Text outside the recognised parts is kept as sent.
+fn multipart(bytes: &[u8], boundary: &str) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let delimiter = format!("--{boundary}");
+    let lower = text.to_ascii_lowercase();
+    let delimiter_lower = delimiter.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    while let Some(n) = lower[at..].find(&delimiter_lower) {
+        pieces.push((at, at + n));
+        at += n + delimiter.len();
+    }
+    pieces.push((at, text.len()));
+    for (index, (start, end)) in pieces.into_iter().enumerate() {
+        if index > 0 {
+            out.push_str(&delimiter);
+        }
+        out.push_str(&multipart_part(&text[start..end]));
+    }
+    out
+}
+
+/// One part (its headers, a blank line, its content): the content goes if the part's
+/// name is secret, or if its headers are cut off before the name could be read.
+fn multipart_part(part: &str) -> String {
+    let head_end = part
+        .find("\r\n\r\n")
+        .map(|n| (n, n + 4))
+        .or_else(|| part.find("\n\n").map(|n| (n, n + 2)));
+    let Some((head_len, content_start)) = head_end else {
+        // Cut off in its headers: a name cut short cannot be judged, so only the complete
+        // header lines stay.
+        if part.trim().is_empty() || part.trim() == "--" {
+            return part.to_owned();
+        }
+        return format!("{}{REDACTED}", part_header_prefix(part));
+    };
+    let head = &part[..head_len];
+    match part_name(head) {
+        Some(name) if is_secret_name(&name) => {
+            let tail = if part.ends_with("\r\n") { "\r\n" } else { "" };
+            format!("{}{REDACTED}{tail}", &part[..content_start])
+        }
+        _ => scrub(part),
+    }
+}
+
+/// The headers of a part cut off before its blank line, up to the last complete line.
+fn part_header_prefix(part: &str) -> &str {
+    part.rfind('\n').map_or("", |n| &part[..=n])
+}
+
+/// The `name` of a part's `Content-Disposition`.
+fn part_name(head: &str) -> Option<String> {
+    let lower = head.to_ascii_lowercase();
+    let at = lower.find("name=")?;
+    // `filename=` also contains `name=`; the first `name=` preceded by `;` or space is it.
+    let mut search = 0;
+    let mut found = None;
+    while let Some(n) = lower[search..].find("name=") {
+        let pos = search + n;
+        let before = lower[..pos].chars().last();
+        if matches!(before, Some(';' | ' ' | '\t')) {
+            found = Some(pos);
+            break;
+        }
+        search = pos + 5;
+    }
+    let pos = found.unwrap_or(at) + 5;
+    let rest = &head[pos..];
+    let name = if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.split('"').next().unwrap_or("")
+    } else {
+        rest.split([';', '\r', '\n', ' ']).next().unwrap_or("")
+    };
+    Some(name.to_owned())
+}
+
+/// `%XX` and `+` decoded (lossily to text).
+pub(crate) fn percent_decode(text: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| Some(hex(*bytes.get(i + 1)?)? << 4 | hex(*bytes.get(i + 2)?)?))
+            .flatten();
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    const SECRET: &str = "s3cr3tvalue0123456789";
+
+    fn assert_clean(text: &str) {
+        assert!(!text.contains(SECRET), "a secret survived: {text}");
+    }
+
+    #[test]
+    fn queries_lose_secret_values_only() {
+        let q = format!("size=5&expires=9&sig={SECRET}");
+        assert_eq!(query(&q), "size=5&expires=9&sig=[redacted]");
+        for q in [
+            format!("Authorization=Bearer%20{SECRET}&vsn=2.0.0"),
+            format!("Authorization=Bearer+{SECRET}"),
+            format!("token={SECRET}"),
+            format!("refresh_tokem={SECRET}"),
+            format!("X-Amz-Signature={SECRET}&partNumber=1"),
+            format!("client%5Fsecret={SECRET}"),
+            format!("vsn=2.0.0&x=Bearer%20{SECRET}"),
+        ] {
+            let clean = query(&q);
+            assert_clean(&clean);
+            assert!(clean.contains(REDACTED), "{clean}");
+        }
+        assert_eq!(query("vsn=2.0.0&a"), "vsn=2.0.0&a");
+    }
+
+    #[test]
+    fn form_bodies_lose_secret_fields() {
+        let form = format!(
+            "grant_type=refresh_token&client_id=cam-1&client_secret={SECRET}&refresh_token={SECRET}&device_code={SECRET}"
+        );
+        let clean = body(Some("application/x-www-form-urlencoded"), form.as_bytes());
+        assert_clean(&clean);
+        assert!(clean.contains("client_id=cam-1"));
+        assert!(clean.contains("grant_type=refresh_token"));
+        // Cut off in the middle of a secret value: still hidden.
+        let cut = &form[..form.len() - 5];
+        assert!(!body(None, cut.as_bytes()).contains(&SECRET[..SECRET.len() - 5]));
+    }
+
+    #[test]
+    fn json_bodies_lose_secret_keys_at_any_depth() {
+        let json = format!(
+            r#"{{"name":"A001.mov","auth":{{"access_token":"{SECRET}"}},"list":[{{"Token":"{SECRET}"}}],"note":"Bearer {SECRET}"}}"#
+        );
+        let clean = body(Some("application/json"), json.as_bytes());
+        assert_clean(&clean);
+        assert!(clean.contains("A001.mov"));
+        // Without a content type, and cut off inside the secret.
+        let cut = format!(r#"{{"name":"x", "refresh_token" : "{SECRET}"#);
+        let clean = body(None, cut.as_bytes());
+        assert_clean(&clean);
+        assert!(clean.contains(r#""name":"x""#), "{clean}");
+        let cut = format!(r#"{{"filesize":1,"client_secret":"{SECRET}","offset":3,"x":"#);
+        let clean = body(Some("text/plain"), cut.as_bytes());
+        assert_clean(&clean);
+        assert!(clean.contains(r#""offset":3"#), "{clean}");
+    }
+
+    #[test]
+    fn multipart_bodies_lose_secret_parts() {
+        let ct = "multipart/form-data; boundary=XyZ";
+        let form = format!(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"client_id\"\r\n\r\ncam-1\r\n\
+             --XyZ\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\n{SECRET}\r\n\
+             --XyZ\r\nContent-Disposition: form-data; name=\"scope\"\r\n\r\nasset_create offline\r\n--XyZ--\r\n"
+        );
+        let clean = body(Some(ct), form.as_bytes());
+        assert_clean(&clean);
+        assert!(
+            clean.contains("cam-1") && clean.contains("asset_create offline"),
+            "{clean}"
+        );
+        // Cut off in the secret's content, and in a part's headers.
+        let cut = &form[..form.find(SECRET).unwrap() + 4];
+        assert!(!body(Some(ct), cut.as_bytes()).contains(&SECRET[..4]));
+        let at_header = form.find("name=\"client_secret\"").unwrap() + 8;
+        let clean = body(Some(ct), &form.as_bytes()[..at_header]);
+        assert!(!clean.contains("client_se"), "{clean}");
+        // No boundary: nothing kept.
+        assert_clean(&body(Some("multipart/form-data"), form.as_bytes()));
+    }
+
+    #[test]
+    fn headers_lose_credentials() {
+        let mut map = HeaderMap::new();
+        map.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {SECRET}")).unwrap(),
+        );
+        map.insert(
+            "cookie",
+            HeaderValue::from_str(&format!("rushes_session={SECRET}")).unwrap(),
+        );
+        map.insert("x-client-version", HeaderValue::from_static("1.2.3"));
+        map.insert("x-api-token", HeaderValue::from_str(SECRET).unwrap());
+        map.insert(
+            "x-forwarded-authz",
+            HeaderValue::from_str(&format!("bearer {SECRET}")).unwrap(),
+        );
+        let clean = headers(&map);
+        for (_, v) in &clean {
+            assert_clean(v);
+        }
+        assert!(clean.contains(&("x-client-version".into(), "1.2.3".into())));
+        assert!(clean.contains(&("authorization".into(), REDACTED.into())));
+    }
+
+    #[test]
+    fn scrub_finds_bearer_tokens_anywhere() {
+        assert_eq!(scrub(&format!("Bearer {SECRET}")), "Bearer [redacted]");
+        assert_eq!(
+            scrub(&format!("x BEARER%20{SECRET}&y=1")),
+            "x BEARER%20[redacted]&y=1"
+        );
+        assert_eq!(scrub("bearers are fine"), "bearers are fine");
+        assert_eq!(scrub("Bearer"), "Bearer");
+        assert_eq!(path("/v2/devices/me"), "/v2/devices/me");
+    }
+}
