@@ -138,9 +138,19 @@ pub enum DeviceCommand {
         json: JsonFlag,
     },
     /// (server) Refuse uploads of clips recorded from now on (409 Channel Paused).
-    Pause { device: String },
+    Pause {
+        device: String,
+        /// Only this channel of the device (its index, as assets name it).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..=1024))]
+        channel: Option<i64>,
+    },
     /// (server) Accept uploads again.
-    Resume { device: String },
+    Resume {
+        device: String,
+        /// Only this channel of the device.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..=1024))]
+        channel: Option<i64>,
+    },
     /// With DEVICE (server): revoke that device's tokens, it must pair again. Without
     /// (device): unpair this computer.
     Unpair { device: Option<String> },
@@ -285,17 +295,18 @@ pub async fn device(data: &Target, state: &Path, cmd: DeviceCommand) -> anyhow::
             );
             Ok(())
         }
-        DeviceCommand::Pause { device } => {
-            let d = data.open().await?.pause(&device).await?;
+        DeviceCommand::Pause { device, channel } => {
+            let d = data.open().await?.pause(&device, channel).await?;
             println!(
-                "paused {:?}: clips recorded from now on are refused",
-                d.name
+                "paused {:?}{}: clips recorded from now on are refused",
+                d.name,
+                channel_suffix(channel)
             );
             Ok(())
         }
-        DeviceCommand::Resume { device } => {
-            let d = data.open().await?.resume(&device).await?;
-            println!("resumed {:?}", d.name);
+        DeviceCommand::Resume { device, channel } => {
+            let d = data.open().await?.resume(&device, channel).await?;
+            println!("resumed {:?}{}", d.name, channel_suffix(channel));
             Ok(())
         }
         DeviceCommand::Traffic {
@@ -472,4 +483,11 @@ fn print_rows(rows: &[Value], as_json: bool, columns: &[&str]) {
     for row in rows {
         line(columns.iter().map(|c| cell(row, c)).collect());
     }
+}
+
+/// ", channel N" when a command acted on one channel of a device.
+fn channel_suffix(channel: Option<i64>) -> String {
+    channel
+        .map(|n| format!(", channel {n}"))
+        .unwrap_or_default()
 }

@@ -357,6 +357,13 @@ impl Device {
                         .into(),
                 ));
             }
+            if status.state == "superseded" {
+                return Ok(Outcome::Failed(
+                    "the server replaced this upload with a newer one of the same file \
+                     (created again by this device); queue the file again if it is not there"
+                        .into(),
+                ));
+            }
             for &n in &status.received_parts {
                 self.journal
                     .record_part(row.id, n, plan.len(n), false, true)

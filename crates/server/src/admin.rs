@@ -162,15 +162,24 @@ impl Admin {
         }
     }
 
-    pub async fn pause(&self, selector: &str) -> anyhow::Result<DeviceListing> {
+    /// Pauses the device, or one of its channels (`Some(index)`).
+    pub async fn pause(
+        &self,
+        selector: &str,
+        channel: Option<i64>,
+    ) -> anyhow::Result<DeviceListing> {
         let device = self.device(selector).await?;
-        self.db.pause_device(&device.id, None).await?;
+        self.db.pause_device(&device.id, channel).await?;
         Ok(device)
     }
 
-    pub async fn resume(&self, selector: &str) -> anyhow::Result<DeviceListing> {
+    pub async fn resume(
+        &self,
+        selector: &str,
+        channel: Option<i64>,
+    ) -> anyhow::Result<DeviceListing> {
         let device = self.device(selector).await?;
-        self.db.resume_device(&device.id, None).await?;
+        self.db.resume_device(&device.id, channel).await?;
         Ok(device)
     }
 

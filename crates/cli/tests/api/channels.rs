@@ -710,3 +710,81 @@ async fn an_open_project_page_hears_of_a_new_channel_and_a_channel_pause() {
         .await
         .expect("a devices event for the channel pause");
 }
+
+#[tokio::test]
+async fn the_cli_pauses_and_resumes_one_channel() {
+    let app = spawn_app().await;
+    let tokens = app.pair("cam-cli-ch").await;
+    let token = &tokens.access_token;
+    channel_ok(
+        &app,
+        token,
+        json!({"client_id": "second-body", "device_model_id": "m"}),
+    )
+    .await;
+
+    let out = app.cli(&["device", "pause", "cam-cli-ch", "--channel", "1"]);
+    assert!(out.contains("channel 1"), "{out}");
+    let listing = me(&app, token).await;
+    assert_eq!(listed(&listing, 1)["status"], "paused", "{listing}");
+    assert_eq!(listed(&listing, 0)["status"], "online", "{listing}");
+    let res = app
+        .create_asset_raw(
+            token,
+            json!({"name": "b.mp4", "filesize": 10, "filetype": "video/mp4", "channel": 1}),
+        )
+        .await;
+    let (status, title, _) = detailed_error(res).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(title, "Channel Paused");
+    // Channel 0 is not paused.
+    let asset = app.create_asset(token, "a.mp4", 4096).await;
+    app.upload(&asset, &test_bytes(4096, 2)).await;
+
+    // Out of range: refused by the command line, nothing changes.
+    let refused = app.cli_raw(&["device", "pause", "cam-cli-ch", "--channel", "-1"]);
+    assert!(!refused.status.success());
+
+    app.cli(&["device", "resume", "cam-cli-ch", "--channel", "1"]);
+    assert_eq!(listed(&me(&app, token).await, 1)["status"], "online");
+    clip_on(&app, token, "b.mp4", 1).await;
+}
+
+#[tokio::test]
+async fn comments_and_markers_follow_a_re_created_clip() {
+    // A camera that reconnects creates the clip again (c2c-api.md §4): what it said about
+    // the take belongs to the clip, so it moves to the asset that replaces the first.
+    let app = spawn_app_with(&["--part-size", "5242880"]).await;
+    let tokens = app.pair("cam-notes-recreate").await;
+    let token = &tokens.access_token;
+    let data = test_bytes(12 * MIB, 31);
+    let first = app.create_asset(token, "C0001.MP4", data.len()).await;
+    assert!(first.upload_urls.len() > 1);
+    let part = data.len().div_ceil(first.upload_urls.len());
+    let res = app
+        .put_part(&first.upload_urls[0], data[..part].to_vec())
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = comment(&app, token, &first.id, json!({"text": "good take"})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let channel_zero = me(&app, token).await["id"].as_str().expect("id").to_owned();
+    let res = trigger(
+        &app,
+        token,
+        &channel_zero,
+        json!({"smpte_timecode": "01:00:00:00", "rate": 25}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    let second = app.create_asset(token, "C0001.MP4", data.len()).await;
+    assert_ne!(second.id, first.id, "the first had bytes: it is superseded");
+    let moved = notes(&app, &second.id);
+    let kinds: Vec<&str> = moved.iter().filter_map(|n| n["kind"].as_str()).collect();
+    assert_eq!(kinds.len(), 2, "{moved:?}");
+    assert!(
+        kinds.contains(&"comment") && kinds.contains(&"marker"),
+        "{moved:?}"
+    );
+    assert!(moved.iter().any(|n| n["text"] == "good take"), "{moved:?}");
+}

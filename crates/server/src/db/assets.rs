@@ -594,6 +594,19 @@ impl Db {
             }
             row.next_name();
         };
+        if let Some(old_id) = &superseded {
+            // What the device said about the clip (comments, markers of the take being
+            // recorded) belongs to the clip, which is now the new asset.
+            for table in ["comments", "markers"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {table} SET asset_id = $1 WHERE asset_id = $2"
+                )))
+                .bind(&asset.id)
+                .bind(old_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok((asset, superseded))
     }
