@@ -97,6 +97,9 @@ pub struct ServeArgs {
         value_name = "PER_SECOND"
     )]
     rate_limit: u32,
+    /// Seconds a status socket may stay silent before it is closed (tests shorten it).
+    #[arg(long, default_value_t = 60, value_name = "SECS", hide = true)]
+    socket_idle_timeout: u64,
     /// Log format on stderr.
     #[arg(long, env = "RUSHES_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -135,6 +138,7 @@ pub async fn run(target: crate::admin::Target, args: ServeArgs) -> anyhow::Resul
     config.max_parts = args.max_parts;
     config.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
     config.requests_per_second = args.rate_limit;
+    config.socket_idle_timeout = Duration::from_secs(args.socket_idle_timeout.max(1));
     if let (Some(endpoint), Some(bucket)) = (args.s3_endpoint, args.s3_bucket) {
         let credential = |name: &str| {
             std::env::var(name)

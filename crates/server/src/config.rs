@@ -44,6 +44,8 @@ pub struct Config {
     pub s3_max_check_pause: Duration,
     /// Requests a second one device grant may make on the device API (0: no limit).
     pub requests_per_second: u32,
+    /// A status socket over which the device sends no frame for this long is closed.
+    pub socket_idle_timeout: Duration,
 }
 
 impl Config {
@@ -70,6 +72,7 @@ impl Config {
             s3_abandon_after: Duration::from_secs(7 * 24 * 3600),
             s3_max_check_pause: Duration::from_secs(30),
             requests_per_second: 50,
+            socket_idle_timeout: Duration::from_secs(60),
         }
     }
 

@@ -28,6 +28,9 @@ pub struct AppState {
     pub code_limiter: Arc<RateLimiter>,
     /// The device API's per-grant request limit; `None` when turned off.
     pub token_limiter: Option<Arc<crate::throttle::TokenLimiter>>,
+    /// Pause, resume and revocation of devices, from whichever server made them, for the
+    /// status sockets of this one.
+    pub status_feed: Arc<crate::status_feed::StatusFeed>,
 }
 
 impl AppState {

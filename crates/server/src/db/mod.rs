@@ -36,7 +36,7 @@ use sqlx::{Any, AnyPool, Connection, Executor};
 
 pub use assets::{Asset, AssetListing, AssetState, NewAsset, Part, PartRecord};
 pub use check::CheckReport;
-pub use devices::{DeviceListing, DeviceRecord};
+pub use devices::{DeviceListing, DeviceRecord, DeviceStatus};
 pub use pairing::{CodeRequest, Decision, DeviceCode, PendingCode, PollOutcome};
 pub use projects::Project;
 pub use tokens::{Authenticated, IssuedTokens, RefreshOutcome};

@@ -4,6 +4,7 @@
 mod assets;
 mod auth;
 mod devices;
+mod socket;
 mod upload;
 
 use std::time::Instant;
@@ -47,7 +48,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/devices/assets/{id}/upload", get(assets::upload_status))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     // Part bodies are streamed to disk with their own length check and idle timeout.
-    let uploads = Router::new().route("/upload/{asset_id}/{number}", put(upload::put_part));
+    let uploads = Router::new()
+        .route("/upload/{asset_id}/{number}", put(upload::put_part))
+        .route("/devices/websocket", get(socket::upgrade))
+        .route("/v2/devices/websocket", get(socket::upgrade));
     api.merge(uploads)
         .merge(crate::web::router(state.clone()))
         .fallback(unknown_route)
@@ -70,7 +74,7 @@ async fn log_and_time_out(State(state): State<AppState>, mut req: Request, next:
         .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
     let device = LogDevice::default();
     req.extensions_mut().insert(device.clone());
-    let is_upload = route.starts_with("/upload/");
+    let is_upload = route.starts_with("/upload/") || route.ends_with("/websocket");
     let response = if is_upload {
         next.run(req).await
     } else {
