@@ -26,14 +26,14 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clip.mp4");
 
 /// How long any one thing in the browser may take before the test fails.
-const STEP: Duration = Duration::from_secs(30);
+pub(crate) const STEP: Duration = Duration::from_secs(30);
 
 const PHONE: (u32, u32) = (390, 844);
-const DESKTOP: (u32, u32) = (1280, 800);
+pub(crate) const DESKTOP: (u32, u32) = (1280, 800);
 
 /// A chromedriver process and one browser session in it. Dropping it kills chromedriver
 /// and every Chromium process it started (they share chromedriver's process group).
-struct Browser {
+pub(crate) struct Browser {
     driver: Driver,
     chromedriver: Chromedriver,
     // Removed after the processes that use it are gone.
@@ -41,7 +41,7 @@ struct Browser {
 }
 
 impl Browser {
-    async fn start(width: u32, height: u32) -> Browser {
+    pub(crate) async fn start(width: u32, height: u32) -> Browser {
         assert!(
             Path::new(CHROMEDRIVER).exists(),
             "{CHROMEDRIVER} is missing: install Debian's `chromium-driver` (and `chromium`) \
@@ -144,7 +144,7 @@ impl Browser {
         }
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         tokio::time::timeout(STEP, self.driver.goto(url))
             .await
             .unwrap_or_else(|_| panic!("{url} did not load within {STEP:?}"))
@@ -159,7 +159,7 @@ impl Browser {
     }
 
     /// Waits (bounded) for an element to appear on the current page.
-    async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
+    pub(crate) async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
         match self
             .driver
             .wait()
@@ -177,7 +177,7 @@ impl Browser {
         }
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.wait_for(css)
             .await
             .click()
@@ -220,7 +220,7 @@ impl Browser {
         );
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let driver = self.driver.clone();
         let _ = tokio::time::timeout(STEP, driver.close()).await;
         drop(self);
@@ -319,7 +319,7 @@ async fn create_clip(app: &TestServer, token: &str, name: &str, size: usize) -> 
 /// The whole of one test, so a hung browser or driver fails it instead of hanging CI.
 const WHOLE_TEST: Duration = Duration::from_secs(240);
 
-async fn bounded(test: impl std::future::Future<Output = ()>) {
+pub(crate) async fn bounded(test: impl std::future::Future<Output = ()>) {
     // On timeout the test's future is dropped, and with it the browser and the server.
     tokio::time::timeout(WHOLE_TEST, test)
         .await
