@@ -484,3 +484,89 @@ async fn a_device_with_an_open_socket_is_online() {
     join_v1(&mut ws, "devices:x").await;
     assert_eq!(device_status(&app, "sock-online"), "online");
 }
+
+/// `rushes device watch --json` with its stdout lines handed over as they come.
+struct Watching {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Watching {
+    /// The next JSON event whose `event` is `name`, within `within`.
+    fn expect(&self, name: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {name:?} event within {within:?}"));
+            if let Ok(event) = serde_json::from_str::<Value>(&line)
+                && event["event"] == name
+            {
+                return event;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_device_client_reports_a_pause_at_once_while_it_uploads() {
+    use std::io::{BufRead, BufReader};
+    let app = spawn_app().await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    app.pair_device_cli(state.path(), "watching-cam", None);
+    let child = device_command(
+        state.path(),
+        &[
+            "watch",
+            dir.path().to_str().unwrap(),
+            "--json",
+            "--settle",
+            "1",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut watching = Watching {
+        child,
+        lines: std::sync::mpsc::channel().1,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = watching.child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    watching.lines = rx;
+
+    // Uploads go on beside the socket.
+    std::fs::write(dir.path().join("A001.MOV"), test_bytes(300_000, 5)).unwrap();
+    watching.expect("completed", Duration::from_secs(30));
+
+    let list = app.cli_json(&["device", "list"]);
+    let id = list
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == "watching-cam"))
+        .and_then(|d| d["id"].as_str())
+        .unwrap_or_else(|| panic!("not listed: {list}"))
+        .to_owned();
+    app.cli(&["device", "pause", &id]);
+    // At most a reconnect (the socket opens beside the first upload) plus the push.
+    watching.expect("paused", Duration::from_secs(5));
+    app.cli(&["device", "resume", &id]);
+    watching.expect("resumed", PUSH_WITHIN + Duration::from_secs(1));
+}
