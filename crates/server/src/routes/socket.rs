@@ -28,6 +28,10 @@ use crate::state::AppState;
 
 /// Largest message (and frame) a device may send; Phoenix messages are a few hundred bytes.
 const MAX_MESSAGE: usize = 64 * 1024;
+/// What is read from the connection at once (larger messages are assembled from reads).
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes waiting to be sent; a device that does not read ends its socket first.
+const MAX_WRITE_BUFFER: usize = 2 * MAX_MESSAGE;
 /// A frame the device does not take within this long ends the socket (no queue grows).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an open socket refreshes `last_seen_at` (well inside the 5 min online window).
@@ -82,6 +86,11 @@ pub async fn upgrade(
     Ok(ws
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
+        // tungstenite's defaults (a 128 KiB read buffer allocated up front, 128 KiB
+        // gathered before a write) would make a thousand idle cameras cost 250 MiB.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "status socket upgrade failed"))
         .on_upgrade(move |ws| {
             Socket {
