@@ -102,8 +102,11 @@ async fn open(
     let mut url = base.clone();
     url.set_scheme("wss").map_err(|()| Error::other("wss"))?;
     url.set_path("/devices/websocket");
-    url.set_query(Some(&format!("Authorization=Bearer%20{token}")));
+    url.set_query(None);
     let mut request = url.as_str().into_client_request().map_err(Error::other)?;
+    // In a header rather than the query cameras use: proxies log URLs.
+    let bearer = format!("Bearer {token}").parse().map_err(Error::other)?;
+    request.headers_mut().insert("authorization", bearer);
     if let Ok(version) = CLIENT_VERSION.parse() {
         request
             .headers_mut()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -39,11 +40,13 @@ const TOUCH_EVERY_MS: Millis = 60 * 1000;
 
 pub async fn upgrade(
     State(state): State<AppState>,
-    Query(query): Query<Vec<(String, String)>>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
     log: Option<Extension<LogDevice>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // An unreadable query holds no token: 401 like any other missing token.
+    let query = query.map(|Query(q)| q).unwrap_or_default();
     let token = token(&query, &headers).ok_or_else(ApiError::unauthorized)?;
     let device = state
         .db
