@@ -7,7 +7,8 @@
 //! own device. A poll works the same on SQLite shared by several processes and on
 //! PostgreSQL, so there is one mechanism to get right.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
@@ -21,10 +22,14 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 const BACKLOG: usize = 1024;
 /// Status sockets one server keeps open at once; more are answered 503.
 const MAX_SOCKETS: usize = 20_000;
+/// Status sockets one grant keeps open on one server; more are answered 429. A camera
+/// holds one, plus those it abandoned while reconnecting until their idle timeout.
+pub const MAX_SOCKETS_PER_GRANT: usize = 32;
 
 pub struct StatusFeed {
     changes: broadcast::Sender<Arc<DeviceStatus>>,
     sockets: Arc<Semaphore>,
+    per_grant: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Default for StatusFeed {
@@ -32,6 +37,32 @@ impl Default for StatusFeed {
         StatusFeed {
             changes: broadcast::channel(BACKLOG).0,
             sockets: Arc::new(Semaphore::new(MAX_SOCKETS)),
+            per_grant: Arc::default(),
+        }
+    }
+}
+
+/// Why a socket was not admitted.
+pub enum Refused {
+    ServerFull,
+    GrantFull,
+}
+
+/// One open socket's place under both caps, given back when dropped.
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    per_grant: Arc<Mutex<HashMap<String, usize>>>,
+    grant_id: String,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut counts = self.per_grant.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.grant_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.grant_id);
+            }
         }
     }
 }
@@ -42,9 +73,25 @@ impl StatusFeed {
         self.changes.subscribe()
     }
 
-    /// A place for one more open socket, held until the socket ends; `None` when full.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.sockets.clone().try_acquire_owned().ok()
+    /// A place for one more open socket of `grant_id`, held until the socket ends.
+    pub fn admit(&self, grant_id: &str) -> Result<Admission, Refused> {
+        let permit = self
+            .sockets
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::ServerFull)?;
+        // A poisoned lock (a panic elsewhere while holding it) only loses the count.
+        let mut counts = self.per_grant.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(grant_id.to_owned()).or_insert(0);
+        if *n >= MAX_SOCKETS_PER_GRANT {
+            return Err(Refused::GrantFull);
+        }
+        *n += 1;
+        Ok(Admission {
+            _permit: permit,
+            per_grant: self.per_grant.clone(),
+            grant_id: grant_id.to_owned(),
+        })
     }
 
     /// Starts the polling task. Errors (a database restarting) are logged and the poll

@@ -330,6 +330,51 @@ async fn a_missing_or_bad_token_is_401_before_the_upgrade() {
 }
 
 #[tokio::test]
+async fn one_device_holds_at_most_32_sockets_and_gets_its_places_back() {
+    let app = spawn_app().await;
+    let token = app.pair("sock-greedy").await.access_token;
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(open_v1(&app, &token).await);
+    }
+    match open(&app, &format!("token={token}"), None).await {
+        Err(WsError::Http(res)) => {
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            let body: Value = serde_json::from_slice(res.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["errors"][0]["status"], 429, "{body}");
+            // The cap, not the request rate limit.
+            let detail = body["errors"][0]["detail"].as_str().unwrap();
+            assert!(detail.contains("status sockets open"), "{body}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a 33rd socket was opened"),
+    }
+    // Another device is not affected.
+    let other = app.pair("sock-modest").await.access_token;
+    open_v1(&app, &other).await;
+    // A socket that ends gives its place back (the server notices the close first).
+    let mut first = held.remove(0);
+    first.close(None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match open(&app, &format!("token={token}"), None).await {
+            Ok(ws) => {
+                held.push(ws);
+                break;
+            }
+            Err(WsError::Http(res)) if res.status() == StatusCode::TOO_MANY_REQUESTS => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the closed socket's place never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn pause_and_resume_from_the_cli_and_the_web_ui_are_pushed() {
     let app = spawn_app().await;
     let token = app.pair("sock-pause").await.access_token;

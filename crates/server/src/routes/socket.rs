@@ -2,8 +2,8 @@
 //! learn at once that they were paused or resumed, and an open socket is how they show
 //! as online. The Phoenix protocol itself is `crate::phoenix`; changes made on any server
 //! arrive through `crate::status_feed`. Everything a socket can cost is bounded: message
-//! size, joined topics, sockets per server, a send that the device does not read, and
-//! silence (the idle timeout).
+//! size, joined topics, sockets per server and per grant, a send that the device does not
+//! read, and silence (the idle timeout).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +16,8 @@ use axum::extract::{Query, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{OwnedSemaphorePermit, broadcast};
 use tokio::time::Instant;
 
 use crate::clock::{Millis, now_ms};
@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::extract::{LogDevice, client_version};
 use crate::phoenix::{Channels, Message, Vsn, status_payload};
 use crate::state::AppState;
+use crate::status_feed::{Admission, MAX_SOCKETS_PER_GRANT, Refused};
 
 /// Largest message (and frame) a device may send; Phoenix messages are a few hundred bytes.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -70,13 +71,25 @@ pub async fn upgrade(
             format!("This is a WebSocket: {e}."),
         )
     })?;
-    let permit = state.status_feed.admit().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable",
-            "Too many status sockets are open on this server.",
-        )
-    })?;
+    let admission = match state.status_feed.admit(&device.grant_id) {
+        Ok(admission) => admission,
+        Err(Refused::ServerFull) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                "Too many status sockets are open on this server.",
+            ));
+        }
+        Err(Refused::GrantFull) => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too Many Requests",
+                format!(
+                    "This device already has {MAX_SOCKETS_PER_GRANT} status sockets open; close one first."
+                ),
+            ));
+        }
+    };
     let vsn = Vsn::from_query(
         query
             .iter()
@@ -102,7 +115,7 @@ pub async fn upgrade(
                 version,
                 vsn,
                 changes,
-                _permit: permit,
+                _admission: admission,
             }
             .run(ws)
         })
@@ -147,8 +160,8 @@ struct Socket {
     version: String,
     vsn: Vsn,
     changes: broadcast::Receiver<Arc<DeviceStatus>>,
-    /// This socket's place under the per-server cap, given back when it ends.
-    _permit: OwnedSemaphorePermit,
+    /// This socket's place under the per-server and per-grant caps, given back when it ends.
+    _admission: Admission,
 }
 
 /// Why a socket ended.
