@@ -47,7 +47,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/devices/assets/{id}/realtime-upload-parts", realtime)
         .route("/v2/devices/assets/{id}/upload", get(assets::upload_status))
         .layer(DefaultBodyLimit::max(MAX_BODY));
-    // Part bodies are streamed to disk with their own length check and idle timeout.
+    // Part bodies are streamed to disk with their own length check and idle timeout; a
+    // status socket has its own idle timeout too.
     let uploads = Router::new()
         .route("/upload/{asset_id}/{number}", put(upload::put_part))
         .route("/devices/websocket", get(socket::upgrade))
