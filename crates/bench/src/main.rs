@@ -11,7 +11,11 @@
 //!    (called before and after, the two averaged);
 //! 4. memory: the server's peak RSS during 1, and its RSS with 500 idle connections;
 //! 5. a peer: the same big file through `aws s3 cp` into s3s-fs, against the Rushes client
-//!    uploading it through a Rushes server whose media store is that s3s-fs.
+//!    uploading it through a Rushes server whose media store is that s3s-fs;
+//! 6. status sockets: 1,000 cameras holding `/devices/websocket` open with a heartbeat
+//!    every 15 s: the server's RSS, the heartbeat replies' p99 while the big file is
+//!    ingested, and that ingest against the same ingest without sockets (run before and
+//!    after, the two averaged).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,8 +26,8 @@ use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
 
-use rushes_bench::control;
 use rushes_bench::procs::{S3, S3_KEY, S3_SECRET, Server, timed};
+use rushes_bench::{control, sockets};
 
 #[derive(Parser)]
 #[command(about = "Rushes benchmarks, as ratios to baselines measured in the same run")]
@@ -50,6 +54,12 @@ struct Args {
     /// --parallel-files`; the client's default unless given).
     #[arg(long)]
     parallel_files: Option<u16>,
+    /// Status sockets held open in benchmark 6 (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    sockets: usize,
+    /// Seconds between two heartbeats of one socket.
+    #[arg(long, default_value_t = 15)]
+    heartbeat_secs: u64,
     /// Skip the peer comparison (needs s3s-fs and the AWS CLI).
     #[arg(long)]
     no_peer: bool,
@@ -219,6 +229,15 @@ fn main() -> anyhow::Result<()> {
         target: "< 150 MiB".into(),
     });
 
+    // 6: status sockets beside an ingest, on a fresh server.
+    if args.sockets > 0 {
+        eprintln!(
+            "6. {} status sockets, a heartbeat every {} s",
+            args.sockets, args.heartbeat_secs
+        );
+        rows.extend(status_sockets(&args, &dir, &big, &runtime)?);
+    }
+
     // 5: a peer tool into the same S3 server.
     if !args.no_peer {
         eprintln!("5. peer: aws s3 cp vs Rushes with an S3 store");
@@ -260,6 +279,87 @@ fn main() -> anyhow::Result<()> {
     eprintln!("written to {}", args.json.display());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Benchmark 6: the big file ingested without sockets, with `--sockets` sockets
+/// heartbeating, and without again, all into one server.
+fn status_sockets(
+    args: &Args,
+    dir: &Path,
+    big: &Path,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Vec<Row>> {
+    let server = Server::start(&dir.join("sockets"), &[], &[])?;
+    // One device state per ingest: the client would skip a file it already uploaded.
+    let states: Vec<PathBuf> = (0..3)
+        .map(|i| dir.join(format!("device-sockets-{i}")))
+        .collect();
+    for (i, state) in states.iter().enumerate() {
+        server.pair_device(state, &format!("bench-ingest-{i}"))?;
+    }
+    // Cameras share devices (20 sockets each): what a socket costs does not depend on
+    // whose it is, and pairing a thousand devices would dominate the run.
+    let cameras = runtime.block_on(control::pair(&server, args.sockets.div_ceil(20).max(1)))?;
+    let ingest = |state: &Path, n: usize| -> anyhow::Result<(Instant, Instant)> {
+        let start = Instant::now();
+        server.device_upload(state, &[], &[big])?;
+        server.wait_complete(n, Duration::from_secs(600))?;
+        Ok((start, Instant::now()))
+    };
+    let bytes = args.size_mib * MIB;
+    let took = |(a, b): (Instant, Instant)| rate(bytes, b - a);
+    let before = took(ingest(&states[0], 1)?);
+    let quiet = server.memory();
+    let every = Duration::from_secs(args.heartbeat_secs.max(1));
+    let held = runtime.block_on(sockets::open(&server, &cameras, args.sockets, every))?;
+    // Every socket has sent a heartbeat before the ingest starts.
+    std::thread::sleep(every);
+    let loaded = server.memory();
+    let during = ingest(&states[1], 2)?;
+    let with_sockets = took(during);
+    let replies = held.replies_between(during.0, during.1);
+    let peak = server.memory();
+    drop(held);
+    let after = took(ingest(&states[2], 3)?);
+    let without = mean(before, after);
+    Ok(vec![
+        Row {
+            benchmark: format!("6a. server RSS with {} status sockets", args.sockets),
+            result: format!(
+                "{} (peak {} with the ingest)",
+                show_mib(loaded.rss),
+                show_mib(peak.peak)
+            ),
+            baseline: format!(
+                "same server without sockets {}; limit 150 MiB",
+                show_mib(quiet.rss)
+            ),
+            ratio: Some(150.0 * MIB as f64 / loaded.rss.max(1) as f64),
+            target: "< 150 MiB".into(),
+        },
+        Row {
+            benchmark: "6b. heartbeat reply during the ingest".into(),
+            result: format!(
+                "p99 {:.1} ms (p50 {:.1}, max {:.1}; {} heartbeats)",
+                replies.p99_ms, replies.p50_ms, replies.max_ms, replies.count
+            ),
+            baseline: "limit 50 ms".into(),
+            ratio: Some(50.0 / replies.p99_ms.max(0.001)),
+            target: "p99 < 50 ms".into(),
+        },
+        Row {
+            benchmark: format!("6c. ingest {} MiB beside the sockets", args.size_mib),
+            result: show_rate(with_sockets),
+            baseline: format!(
+                "without sockets {} ({} before, {} after)",
+                show_rate(without),
+                show_rate(before).trim_end_matches(" MiB/s"),
+                show_rate(after).trim_end_matches(" MiB/s"),
+            ),
+            ratio: Some(with_sockets / without),
+            target: "≥ 0.95".into(),
+        },
+    ])
 }
 
 /// What the peer comparison measured, each from the start of the upload.

@@ -146,8 +146,11 @@ pub async fn upload(state: &Path, args: UploadArgs) -> anyhow::Result<()> {
         ..UploadOptions::default()
     });
     let reporter = tokio::spawn(report(device.events(), args.json));
+    // Open beside the uploads, so a pause on the server is reported at once; best effort.
+    let socket = device.status_socket().await.ok();
     let queued = device.enqueue(&args.files).await?;
     let summary = cancellable(device.upload_queue()).await;
+    drop(socket);
     // Dropping the device closes its event stream: the reporter prints what is left and ends.
     drop(device);
     let _ = reporter.await;
@@ -177,6 +180,7 @@ pub async fn watch(state: &Path, args: WatchArgs) -> anyhow::Result<()> {
         ..UploadOptions::default()
     }));
     let reporter = tokio::spawn(report(device.events(), args.json));
+    let _socket = device.status_socket().await.ok();
     if !args.json {
         println!("Watching {} (Ctrl-C stops)", args.dir.display());
     }
@@ -322,6 +326,12 @@ async fn report(events: impl futures_util::Stream<Item = Event> + Send + 'static
                 ));
             }
             Event::PartDone { .. } => {}
+            Event::Paused => say(
+                "the device was paused on the server: clips recorded from now on are refused \
+                 until it is resumed"
+                    .to_owned(),
+            ),
+            Event::Resumed => say("the device was resumed on the server".to_owned()),
         }
         total.set_message(counts(queued, done, failed, paused));
     }

@@ -104,6 +104,9 @@ pub struct ServeArgs {
     /// How many failed device-API requests the database keeps (tests lower it).
     #[arg(long, default_value_t = 1000, hide = true, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     traffic_rows: u64,
+    /// Seconds a status socket may stay silent before it is closed (tests shorten it).
+    #[arg(long, default_value_t = 60, value_name = "SECS", hide = true)]
+    socket_idle_timeout: u64,
     /// Log format on stderr.
     #[arg(long, env = "RUSHES_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -144,6 +147,7 @@ pub async fn run(target: crate::admin::Target, args: ServeArgs) -> anyhow::Resul
     config.requests_per_second = args.rate_limit;
     config.capture = args.capture;
     config.traffic_rows = usize::try_from(args.traffic_rows).unwrap_or(1000);
+    config.socket_idle_timeout = Duration::from_secs(args.socket_idle_timeout.max(1));
     if let (Some(endpoint), Some(bucket)) = (args.s3_endpoint, args.s3_bucket) {
         let credential = |name: &str| {
             std::env::var(name)

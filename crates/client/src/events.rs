@@ -58,6 +58,11 @@ pub enum Event {
     Recording {
         file: PathBuf,
     },
+    /// The server says the device was paused (its status socket): clips recorded from now
+    /// on are refused until it is resumed.
+    Paused,
+    /// The server says the device was resumed.
+    Resumed,
 }
 
 /// Where a queued file stands.
@@ -108,5 +113,21 @@ impl Events {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.0.subscribe()
+    }
+
+    /// A handle that does not keep the stream open (for background tasks that may outlive
+    /// the device: its event stream still ends when the device is dropped).
+    pub fn downgrade(&self) -> WeakEvents {
+        WeakEvents(self.0.downgrade())
+    }
+}
+
+pub(crate) struct WeakEvents(broadcast::WeakSender<Event>);
+
+impl WeakEvents {
+    pub fn emit(&self, event: Event) {
+        if let Some(events) = self.0.upgrade() {
+            let _ = events.send(event);
+        }
     }
 }

@@ -35,6 +35,7 @@ mod events;
 mod journal;
 mod pairing;
 mod session;
+mod status_socket;
 mod upload;
 mod watch;
 
@@ -43,6 +44,7 @@ pub use credentials::DeviceIdentity;
 pub use error::Error;
 pub use events::{Event, FileState};
 pub use pairing::{PairOptions, PairingCode, pair};
+pub use status_socket::StatusSocket;
 pub use upload::{Device, Enqueued, Status, Summary, UploadOptions};
 pub use watch::WatchOptions;
 

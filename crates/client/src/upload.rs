@@ -134,6 +134,21 @@ impl Device {
         })
     }
 
+    /// Keeps the status socket open while the returned guard lives, reporting pauses and
+    /// resumes as [`Event::Paused`] / [`Event::Resumed`]. It reconnects by itself and never
+    /// affects uploads.
+    pub async fn status_socket(&self) -> Result<crate::StatusSocket, Error> {
+        let pairing = self.session.pairing().await?;
+        Ok(crate::status_socket::spawn(
+            self.session.clone(),
+            self.events.downgrade(),
+            ServerOptions {
+                server: pairing.server,
+                ca: pairing.ca,
+            },
+        ))
+    }
+
     /// Asks the server who this device is (checks the pairing still stands).
     pub async fn check(&self) -> Result<rushes_proto::device::DeviceMe, Error> {
         let api = self.session.api.clone();

@@ -48,6 +48,8 @@ pub struct Config {
     pub capture: bool,
     /// How many failed device-API requests the database keeps (the newest).
     pub traffic_rows: usize,
+    /// A status socket over which the device sends no frame for this long is closed.
+    pub socket_idle_timeout: Duration,
 }
 
 impl Config {
@@ -76,6 +78,7 @@ impl Config {
             requests_per_second: 50,
             capture: false,
             traffic_rows: 1000,
+            socket_idle_timeout: Duration::from_secs(60),
         }
     }
 

@@ -134,6 +134,7 @@ impl Application {
             code_limiter: Arc::new(RateLimiter::new(10, Duration::from_secs(60))),
             token_limiter,
             traffic,
+            status_feed: Arc::new(crate::status_feed::StatusFeed::default()),
         };
         Ok(Application {
             listener,
@@ -161,6 +162,7 @@ impl Application {
         if let Some(s3) = &self.state.s3 {
             part_watch::spawn(self.state.clone(), s3.clone());
         }
+        self.state.status_feed.spawn(self.state.db.clone());
         let recover_state = self.state.clone();
         tokio::spawn(async move {
             if let Err(e) = finalise::recover(&recover_state).await {

@@ -30,6 +30,9 @@ pub struct AppState {
     pub token_limiter: Option<Arc<crate::throttle::TokenLimiter>>,
     /// The device traffic record (see [`crate::capture`]).
     pub traffic: Arc<crate::capture::Traffic>,
+    /// Pause, resume and revocation of devices, from whichever server made them, for the
+    /// status sockets of this one.
+    pub status_feed: Arc<crate::status_feed::StatusFeed>,
 }
 
 impl AppState {

@@ -220,7 +220,7 @@ impl Browser {
         );
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let driver = self.driver.clone();
         let _ = tokio::time::timeout(STEP, driver.close()).await;
         drop(self);

@@ -1,6 +1,7 @@
-//! Devices after pairing: presence, pausing, listing and unpairing.
+//! Devices after pairing: presence, pausing, listing and unpairing, and the status feed's
+//! view of them (what the status socket pushes: see `crate::status_feed`).
 
-use super::{Db, DbResult, new_id};
+use super::{Db, DbResult, Tx, new_id};
 use crate::clock::{Millis, now_ms};
 
 /// A device counts as online while its last authenticated call is younger than this.
@@ -77,7 +78,75 @@ const LISTING: &str = "SELECT d.id, d.name, d.client_id, m.name AS model, d.clie
         (SELECT COUNT(*) FROM pause_windows w WHERE w.device_id = d.id AND w.channel IS NULL AND w.ended_at IS NULL) AS paused
      FROM devices d JOIN device_models m ON m.id = d.model_id LEFT JOIN projects p ON p.id = d.project_id";
 
+/// What a device's status socket needs to know: paused or not, and which grant stands.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeviceStatus {
+    pub device_id: String,
+    /// The change number this state was stamped with (see [`bump_status`]).
+    pub status_seq: i64,
+    /// Open whole-device pause windows (0 or 1).
+    paused: i64,
+    /// The device's grant that has not been revoked, if any.
+    pub grant_id: Option<String>,
+}
+
+impl DeviceStatus {
+    pub fn paused(&self) -> bool {
+        self.paused != 0
+    }
+}
+
+const STATUS: &str = "SELECT d.id AS device_id, d.status_seq,
+        (SELECT COUNT(*) FROM pause_windows w WHERE w.device_id = d.id AND w.channel IS NULL AND w.ended_at IS NULL) AS paused,
+        (SELECT MAX(g.id) FROM grants g WHERE g.device_id = d.id AND g.revoked_at IS NULL) AS grant_id
+     FROM devices d";
+
+/// Most changes one poll of the status feed takes; the next poll takes the rest.
+const STATUS_BATCH: i64 = 500;
+
+/// Stamps a change of the device's pause or grant state with the next change number, in
+/// the caller's transaction. The counter row stays locked until that transaction commits,
+/// so stamps become visible in their order and a poll for "after N" never skips one.
+pub(super) async fn bump_status(tx: &mut Tx, device_id: &str) -> DbResult<()> {
+    let seq: i64 =
+        sqlx::query_scalar("UPDATE device_status_seq SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+            .fetch_one(&mut **tx)
+            .await?;
+    sqlx::query("UPDATE devices SET status_seq = $1 WHERE id = $2")
+        .bind(seq)
+        .bind(device_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 impl Db {
+    /// The highest change number stamped so far: where a new status feed starts.
+    pub async fn status_seq(&self) -> DbResult<i64> {
+        sqlx::query_scalar("SELECT seq FROM device_status_seq WHERE id = 1")
+            .fetch_one(self.pool())
+            .await
+    }
+
+    /// Devices whose pause or grant state changed after change number `after`, oldest
+    /// change first, at most a batch.
+    pub async fn status_changes(&self, after: i64) -> DbResult<Vec<DeviceStatus>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{STATUS} WHERE d.status_seq > $1 ORDER BY d.status_seq LIMIT {STATUS_BATCH}"
+        )))
+        .bind(after)
+        .fetch_all(self.pool())
+        .await
+    }
+
+    /// One device's current pause and grant state.
+    pub async fn device_status(&self, device_id: &str) -> DbResult<Option<DeviceStatus>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("{STATUS} WHERE d.id = $1")))
+            .bind(device_id)
+            .fetch_optional(self.pool())
+            .await
+    }
+
     /// Records that the device called the API (and with which firmware). Cheap when called
     /// on every request: it writes only when something changed or time moved on.
     pub async fn touch_device(
@@ -197,23 +266,27 @@ impl Db {
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
+            bump_status(&mut tx, device_id).await?;
         }
         tx.commit().await
     }
 
     /// Closes the open pause window, if any.
     pub async fn resume_device(&self, device_id: &str, channel: Option<i64>) -> DbResult<()> {
-        self.write(
-            sqlx::query(
-                "UPDATE pause_windows SET ended_at = $1
+        let mut tx = self.begin_write().await?;
+        let ended = sqlx::query(
+            "UPDATE pause_windows SET ended_at = $1
              WHERE device_id = $2 AND channel IS NOT DISTINCT FROM $3 AND ended_at IS NULL",
-            )
-            .bind(now_ms())
-            .bind(device_id)
-            .bind(channel),
         )
+        .bind(now_ms())
+        .bind(device_id)
+        .bind(channel)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        if ended.rows_affected() > 0 {
+            bump_status(&mut tx, device_id).await?;
+        }
+        tx.commit().await
     }
 
     /// Revokes every grant of the device: its tokens stop working at once.

@@ -41,7 +41,7 @@ pub use assets::{Asset, AssetListing, AssetState, NewAsset, Part, PartRecord};
 pub use channels::{ChannelCreated, ChannelRow, NewChannel, media_type};
 pub use check::CheckReport;
 pub use comments::{ClipNote, CommentRow, NewMarker};
-pub use devices::{DeviceListing, DeviceRecord};
+pub use devices::{DeviceListing, DeviceRecord, DeviceStatus};
 pub use pairing::{CodeRequest, Decision, DeviceCode, PendingCode, PollOutcome};
 pub use projects::Project;
 pub use tokens::{Authenticated, IssuedTokens, RefreshOutcome};

@@ -402,6 +402,8 @@ async fn pair_device(
         .bind(device_id)
         .execute(&mut **tx)
         .await?;
+    // A status socket opened under the grant just ended closes.
+    super::devices::bump_status(tx, device_id).await?;
     super::tokens::issue(tx, &grant_id, scopes, now, lifetimes).await
 }
 

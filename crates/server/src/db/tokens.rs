@@ -225,5 +225,7 @@ pub(super) async fn revoke_grant(tx: &mut Tx, grant_id: &str, now: Millis) -> Db
         .bind(&device_id)
         .execute(&mut **tx)
         .await?;
+    // Its status socket closes (every revocation path comes through here).
+    super::devices::bump_status(tx, &device_id).await?;
     Ok(true)
 }

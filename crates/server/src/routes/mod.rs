@@ -5,6 +5,7 @@ mod assets;
 mod auth;
 mod channels;
 mod devices;
+mod socket;
 mod upload;
 
 use std::time::Instant;
@@ -66,8 +67,12 @@ pub fn router(state: AppState) -> Router {
             MAX_BODY,
             crate::transport::refuse_oversized,
         ));
-    // Part bodies are streamed to disk with their own length check and idle timeout.
-    let uploads = Router::new().route("/upload/{asset_id}/{number}", put(upload::put_part));
+    // Part bodies are streamed to disk with their own length check and idle timeout; a
+    // status socket has its own idle timeout too.
+    let uploads = Router::new()
+        .route("/upload/{asset_id}/{number}", put(upload::put_part))
+        .route("/devices/websocket", get(socket::upgrade))
+        .route("/v2/devices/websocket", get(socket::upgrade));
     api.merge(uploads)
         .merge(crate::web::router(state.clone()))
         .fallback(unknown_route)
@@ -96,7 +101,7 @@ async fn log_and_time_out(State(state): State<AppState>, mut req: Request, next:
     let device = LogDevice::default();
     req.extensions_mut().insert(device.clone());
     let watch = state.traffic.watch(matched.as_deref(), &mut req);
-    let is_upload = route.starts_with("/upload/");
+    let is_upload = route.starts_with("/upload/") || route.ends_with("/websocket");
     let mut response = if is_upload {
         next.run(req).await
     } else {
