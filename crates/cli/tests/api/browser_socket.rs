@@ -43,15 +43,22 @@ async fn a_pause_pressed_on_the_project_page_reaches_the_socket() {
     browser.wait_for("form[action='/logout']").await;
 
     browser.goto(&app.at(&format!("/projects/{project}"))).await;
-    browser.click("form[action$='/pause'] button").await;
-    browser.wait_for("form[action$='/resume'] button").await;
+    // The device's own Pause (its row's actions), not a channel's.
+    browser.click("div.row form[action$='/pause'] button").await;
+    browser
+        .wait_for("div.row form[action$='/resume'] button")
+        .await;
     assert_eq!(
         pushed_status(&mut ws, Duration::from_secs(2)).await,
         "paused"
     );
 
-    browser.click("form[action$='/resume'] button").await;
-    browser.wait_for("form[action$='/pause'] button").await;
+    browser
+        .click("div.row form[action$='/resume'] button")
+        .await;
+    browser
+        .wait_for("div.row form[action$='/pause'] button")
+        .await;
     assert_eq!(
         pushed_status(&mut ws, Duration::from_secs(2)).await,
         "online"
