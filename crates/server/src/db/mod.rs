@@ -4,7 +4,7 @@
 //! file per concept below. Queries go through sqlx's `Any` driver with portable SQL (`$N`
 //! placeholders, TEXT and BIGINT columns only), so the same query layer serves SQLite (the
 //! embedded default) and PostgreSQL (scaled out) without two hand-kept copies. On SQLite
-//! the two lookups every asset create makes also run, with the same SQL text, on the
+//! the lookups every asset create makes also run, with the same SQL text, on the
 //! request's own thread (see [`inline`]).
 //!
 //! Concurrency rule: every state change is one transaction, and state transitions that can
