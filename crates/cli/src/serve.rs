@@ -121,9 +121,13 @@ enum LogFormat {
 pub async fn run(target: crate::admin::Target, args: ServeArgs) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // A log line that cannot be written (stderr redirected to a full disk) is lost, never
+    // reported: tracing-subscriber reports it with `eprintln!`, which panics when stderr
+    // fails too, and that would end whatever task was logging (a request, the writer).
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match args.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
