@@ -282,9 +282,13 @@ impl Watch {
                     .headers
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok());
+                let rule = redact::BodyRule::for_path(
+                    &self.path,
+                    seen.length > seen.prefix.len() as u64,
+                );
                 let body = seen
                     .keep_prefix
-                    .then(|| redact::body(content_type, &seen.prefix))
+                    .then(|| redact::body(content_type, &seen.prefix, rule))
                     .filter(|b| !b.is_empty());
                 let sha256 = seen
                     .hasher
