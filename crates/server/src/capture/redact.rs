@@ -49,20 +49,32 @@ fn is_secret_header(name: &str) -> bool {
     ) || is_secret_name(&name)
 }
 
+/// Header bytes (names and values) a record keeps: a device may send up to the server's
+/// header limit, which is not worth a database row.
+pub const HEADER_BYTES: usize = 8 * 1024;
+
 /// Headers as `(name, value)` pairs, in order, secrets replaced; values that are not
-/// text are shown lossily.
+/// text are shown lossily. Past [`HEADER_BYTES`] the rest are left out and a last pair
+/// `("[truncated]", "N more headers")` says so.
 pub fn headers(map: &axum::http::HeaderMap) -> Vec<(String, String)> {
-    map.iter()
-        .map(|(name, value)| {
-            let name = name.as_str().to_owned();
-            let value = if is_secret_header(&name) {
-                REDACTED.to_owned()
-            } else {
-                scrub(&String::from_utf8_lossy(value.as_bytes()))
-            };
-            (name, value)
-        })
-        .collect()
+    let mut kept = Vec::new();
+    let mut bytes = 0;
+    for (index, (name, value)) in map.iter().enumerate() {
+        let name = name.as_str().to_owned();
+        let value = if is_secret_header(&name) {
+            REDACTED.to_owned()
+        } else {
+            scrub(&String::from_utf8_lossy(value.as_bytes()))
+        };
+        bytes += name.len() + value.len();
+        if bytes > HEADER_BYTES {
+            let left = map.len() - index;
+            kept.push(("[truncated]".to_owned(), format!("{left} more headers")));
+            break;
+        }
+        kept.push((name, value));
+    }
+    kept
 }
 
 /// A query string (`a=1&sig=..`) with the values of secret parameters replaced. Names
@@ -159,9 +171,7 @@ pub fn body(content_type: Option<&str>, bytes: &[u8], rule: BodyRule) -> String 
         }
         return serde_json::to_string(&value).unwrap_or_default();
     }
-    if rule.truncated
-        && !rule.names_only
-        && (trimmed.starts_with('{') || trimmed.starts_with('['))
+    if rule.truncated && !rule.names_only && (trimmed.starts_with('{') || trimmed.starts_with('['))
     {
         return json_scan(trimmed);
     }
@@ -193,7 +203,8 @@ fn form_text(raw: &str) -> String {
 /// encoder emits (a newline, a space or a bare name is not a form and could hide a field).
 fn strict_form(text: &str, names_only: bool) -> Option<String> {
     fn name_ok(c: char) -> bool {
-        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '*' | '%' | '+' | '[' | ']')
+        c.is_ascii_alphanumeric()
+            || matches!(c, '-' | '_' | '.' | '~' | '*' | '%' | '+' | '[' | ']')
     }
     // What a form encoder leaves unescaped; anything else (`;`, `,`, a space) could be a
     // separator the server does not know of.
@@ -495,7 +506,11 @@ mod tests {
         assert!(clean.contains("cam-1"), "{clean}");
         // A part without a name loses its content.
         let nameless = format!("--B\r\nContent-Type: text/plain\r\n\r\n{SECRET}\r\n--B--");
-        assert_clean(&body(Some("multipart/form-data; boundary=B"), nameless.as_bytes(), WHOLE));
+        assert_clean(&body(
+            Some("multipart/form-data; boundary=B"),
+            nameless.as_bytes(),
+            WHOLE,
+        ));
     }
 
     #[test]
@@ -554,20 +569,35 @@ mod tests {
 
     #[test]
     fn auth_bodies_keep_field_names_only() {
-        let clean = body(None, b"grant_type=refresh_token&client_id=cam-1&scope=x", AUTH);
+        let clean = body(
+            None,
+            b"grant_type=refresh_token&client_id=cam-1&scope=x",
+            AUTH,
+        );
         assert_eq!(
             clean,
             "grant_type=[redacted]&client_id=[redacted]&scope=[redacted]"
         );
-        let clean = body(None, br#"{"client_id":"cam-1","nested":{"a":[1,"b"]}}"#, AUTH);
-        assert!(!clean.contains("cam-1") && clean.contains("nested"), "{clean}");
-        let form = multipart_form("B");
-        let clean = body(Some("multipart/form-data; boundary=B"), form.as_bytes(), AUTH);
-        assert!(!clean.contains("cam-1") && clean.contains("client_id"), "{clean}");
-        assert_eq!(
-            BodyRule::for_path("/v2/auth/token", false),
-            AUTH
+        let clean = body(
+            None,
+            br#"{"client_id":"cam-1","nested":{"a":[1,"b"]}}"#,
+            AUTH,
         );
+        assert!(
+            !clean.contains("cam-1") && clean.contains("nested"),
+            "{clean}"
+        );
+        let form = multipart_form("B");
+        let clean = body(
+            Some("multipart/form-data; boundary=B"),
+            form.as_bytes(),
+            AUTH,
+        );
+        assert!(
+            !clean.contains("cam-1") && clean.contains("client_id"),
+            "{clean}"
+        );
+        assert_eq!(BodyRule::for_path("/v2/auth/token", false), AUTH);
         assert!(!BodyRule::for_path("/v2/devices/assets", false).names_only);
     }
 
@@ -600,7 +630,11 @@ mod tests {
         let form = format!(
             "grant_type=refresh_token&client_id=cam-1&client_secret={SECRET}&refresh_token={SECRET}&device_code={SECRET}"
         );
-        let clean = body(Some("application/x-www-form-urlencoded"), form.as_bytes(), WHOLE);
+        let clean = body(
+            Some("application/x-www-form-urlencoded"),
+            form.as_bytes(),
+            WHOLE,
+        );
         assert_clean(&clean);
         assert!(clean.contains("client_id=cam-1"));
         assert!(clean.contains("grant_type=refresh_token"));
@@ -675,6 +709,23 @@ mod tests {
         }
         assert!(clean.contains(&("x-client-version".into(), "1.2.3".into())));
         assert!(clean.contains(&("authorization".into(), REDACTED.into())));
+    }
+
+    #[test]
+    fn headers_are_kept_up_to_their_byte_cap() {
+        let mut map = HeaderMap::new();
+        let big = "v".repeat(1000);
+        for i in 0..20 {
+            map.insert(
+                axum::http::HeaderName::from_bytes(format!("x-h{i:02}").as_bytes()).unwrap(),
+                HeaderValue::from_str(&big).unwrap(),
+            );
+        }
+        let kept = headers(&map);
+        let bytes: usize = kept.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert!(bytes <= HEADER_BYTES + 100, "{bytes}");
+        assert_eq!(kept.len(), 9, "{kept:?}");
+        assert_eq!(kept[8], ("[truncated]".into(), "12 more headers".into()));
     }
 
     #[test]
