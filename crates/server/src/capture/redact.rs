@@ -90,8 +90,73 @@ pub fn path(raw: &str) -> String {
 }
 
 /// Replaces `Bearer <token>` (any case, `%20` or `+` for the space) with
-/// `Bearer [redacted]`, in any text.
+/// `Bearer [redacted]`, and the value of any `name=value` or `name: value` whose name is
+/// secret, in any text (a JSON string or a part holding a form, a header, an error detail).
 pub fn scrub(text: &str) -> String {
+    scrub_pairs(&scrub_bearer(text))
+}
+
+/// The value after a secret name and `=` or `:` (the name and the value optionally
+/// quoted) replaced, up to its closing quote or the next separator.
+fn scrub_pairs(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'%');
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut i) = (0, 0);
+    while i < bytes.len() {
+        if !matches!(bytes[i], b'=' | b':') {
+            i += 1;
+            continue;
+        }
+        let mut name_end = i;
+        while name_end > 0 && bytes[name_end - 1] == b' ' {
+            name_end -= 1;
+        }
+        if name_end > 0 && matches!(bytes[name_end - 1], b'"' | b'\'') {
+            name_end -= 1;
+        }
+        let mut name_start = name_end;
+        while name_start > 0 && name_byte(bytes[name_start - 1]) {
+            name_start -= 1;
+        }
+        let name = &text[name_start..name_end];
+        if name.is_empty() || !is_secret_name(&percent_decode(name)) {
+            i += 1;
+            continue;
+        }
+        let mut start = i + 1;
+        while start < bytes.len() && bytes[start] == b' ' {
+            start += 1;
+        }
+        let quote = bytes
+            .get(start)
+            .copied()
+            .filter(|b| matches!(b, b'"' | b'\''));
+        if quote.is_some() {
+            start += 1;
+        }
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| match quote {
+                Some(q) => b == q,
+                None => {
+                    b.is_ascii_whitespace()
+                        || matches!(b, b'&' | b';' | b',' | b'"' | b'\'' | b'}' | b']' | b')')
+                }
+            })
+            .map_or(bytes.len(), |n| start + n);
+        if end > start && &text[start..end] != REDACTED {
+            out.push_str(&text[copied..start]);
+            out.push_str(REDACTED);
+            copied = end;
+        }
+        i = end.max(i + 1);
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+fn scrub_bearer(text: &str) -> String {
     let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -171,7 +236,10 @@ pub fn body(content_type: Option<&str>, bytes: &[u8], rule: BodyRule) -> String 
         }
         return serde_json::to_string(&value).unwrap_or_default();
     }
-    if rule.truncated && !rule.names_only && (trimmed.starts_with('{') || trimmed.starts_with('['))
+    if rule.truncated
+        && !rule.names_only
+        && (trimmed.starts_with('{') || trimmed.starts_with('['))
+        && json_tokens_only(trimmed)
     {
         return json_scan(trimmed);
     }
@@ -305,6 +373,40 @@ fn json_scan(text: &str) -> String {
         out.push_str(&scrub(&text[copied..]));
     }
     out
+}
+
+/// Whether text outside string literals is only what JSON is made of (structure, numbers,
+/// `true`/`false`/`null`, possibly cut short): cut-off text that is not JSON is not
+/// scanned as if it were.
+fn json_tokens_only(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'"' {
+            i = string_end(bytes, i) + 1;
+        } else if b.is_ascii_alphabetic() {
+            let end = bytes[i..]
+                .iter()
+                .position(|c| !c.is_ascii_alphabetic())
+                .map_or(bytes.len(), |n| i + n);
+            let word = &text[i..end];
+            let cut = end == bytes.len();
+            let literal = ["true", "false", "null"]
+                .iter()
+                .any(|l| *l == word || (cut && l.starts_with(word)))
+                || (word == "e" || word == "E");
+            if !literal {
+                return false;
+            }
+            i = end;
+        } else if b.is_ascii_digit() || b" \t\r\n{}[],:-+.".contains(&b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// Index of the quote closing the string that opens at `open` (or the text's length).
@@ -565,6 +667,39 @@ mod tests {
             assert!(is_secret_name(name), "{name}");
         }
         assert!(!is_secret_name("client_id") && !is_secret_name("grant_type"));
+    }
+
+    #[test]
+    fn secret_pairs_inside_kept_text_lose_their_values() {
+        for text in [
+            format!("client_secret={SECRET}"),
+            format!("see clientSecret: {SECRET}, then"),
+            format!("{{'refresh_token': '{SECRET}'}}"),
+            format!("\"deviceCode\" : \"{SECRET}\""),
+            format!("x=1;token={SECRET};y=2"),
+        ] {
+            let clean = scrub(&text);
+            assert_clean(&clean);
+            assert!(clean.contains(REDACTED), "{clean}");
+        }
+        assert_eq!(scrub("at 12:30, size=5"), "at 12:30, size=5");
+        // In a JSON string, and in a multipart part's content.
+        let json = format!(r#"{{"note":"client_secret={SECRET}"}}"#);
+        assert_clean(&body(None, json.as_bytes(), WHOLE));
+        let part = format!(
+            "--B\r\nContent-Disposition: form-data; name=\"payload\"\r\n\r\nclient_id=a\ndevice_code={SECRET}\r\n--B--"
+        );
+        assert_clean(&body(
+            Some("multipart/form-data; boundary=B"),
+            part.as_bytes(),
+            WHOLE,
+        ));
+        // Cut-off text that only starts like JSON is not scanned as JSON.
+        let fake = format!("{{client_secret {SECRET} and more");
+        let clean = body(None, fake.as_bytes(), CUT);
+        assert!(placeholder(&clean), "{clean}");
+        assert!(json_tokens_only(r#"{"a": [1, -2.5e3, true, nul"#));
+        assert!(!json_tokens_only(r#"{"a": 1, secret"#));
     }
 
     #[test]
