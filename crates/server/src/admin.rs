@@ -205,12 +205,16 @@ impl Admin {
             None => None,
         };
         let mut by_id = std::collections::BTreeMap::new();
-        let captured = crate::capture::read_captures(data_dir).with_context(|| {
-            format!(
-                "reading {}",
-                crate::capture::captures_dir(data_dir).display()
-            )
-        })?;
+        let wanted = |r: &crate::capture::TrafficRecord| {
+            (device_id.is_none() || r.device_id == device_id) && (!errors_only || r.is_error())
+        };
+        let captured =
+            crate::capture::read_captures(data_dir, limit, wanted).with_context(|| {
+                format!(
+                    "reading {}",
+                    crate::capture::captures_dir(data_dir).display()
+                )
+            })?;
         for record in captured {
             by_id.insert(record.id.clone(), record);
         }

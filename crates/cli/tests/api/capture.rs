@@ -207,10 +207,13 @@ async fn failures_and_unknown_routes_are_recorded_with_device_status_and_detail(
 #[tokio::test]
 async fn the_database_keeps_only_the_newest_failures() {
     let app = spawn_app_with(&["--traffic-rows", "5"]).await;
+    // A device's failures: anonymous ones are bounded per address (see below).
+    let cam = app.pair("pruned-cam").await;
     for i in 0..12 {
         let res = app
             .client
             .get(app.at(&format!("/v2/missing-{i:02}")))
+            .bearer_auth(&cam.access_token)
             .send()
             .await
             .unwrap();
@@ -229,6 +232,66 @@ async fn the_database_keeps_only_the_newest_failures() {
             "/v2/missing-10",
             "/v2/missing-11"
         ]
+    );
+}
+
+/// Unattributed records a remote address may cause a minute (`UNATTRIBUTED_PER_MINUTE` in
+/// `crates/server/src/capture/mod.rs`).
+const UNATTRIBUTED_PER_MINUTE: usize = 10;
+
+#[tokio::test]
+async fn an_anonymous_flood_is_recorded_a_bounded_number_of_times_and_pushes_out_nothing() {
+    let app = spawn_app_with(&["--traffic-rows", "30"]).await;
+    let cam = app.pair("flooded-cam").await;
+    let res = app
+        .client
+        .get(app.at("/v2/devices/before-the-flood"))
+        .bearer_auth(&cam.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    for i in 0..200 {
+        let res = app
+            .client
+            .get(app.at(&format!("/v2/scan-{i:03}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+    for path in ["/favicon.ico", "/wp-login.php"] {
+        let res = app.client.get(app.at(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // One writer, in order: once this is in, everything before it has been decided.
+    let res = app
+        .client
+        .get(app.at("/v2/devices/after-the-flood"))
+        .bearer_auth(&cam.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let rows = traffic_until(&app, &[], |rows| {
+        find(rows, "GET", "/v2/devices/after-the-flood").is_some()
+    });
+    let scans = rows
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().starts_with("/v2/scan-"))
+        .count();
+    assert!(
+        (1..=UNATTRIBUTED_PER_MINUTE).contains(&scans),
+        "{scans} of 200 anonymous requests recorded"
+    );
+    assert!(
+        find(&rows, "GET", "/v2/devices/before-the-flood").is_some(),
+        "the device's record was pushed out: {rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["path"] != "/favicon.ico" && r["path"] != "/wp-login.php"),
+        "{rows:#?}"
     );
 }
 
@@ -435,6 +498,69 @@ async fn no_secret_reaches_the_data_directory_the_database_or_the_log() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+    // Bodies the redaction cannot walk, carrying the real secrets: a multipart body whose
+    // boundary is not the one declared, one with no content type or labelled a form, a
+    // newline-separated form, JSON with a BOM, camelCase JSON.
+    let fields = [
+        ("client_id", client_id),
+        ("client_secret", client_secret.as_str()),
+        ("device_code", code.device_code.as_str()),
+        ("refresh_token", second_refresh.as_str()),
+        ("access_token", second.access_token.as_str()),
+    ];
+    let mut multipart = String::new();
+    for (name, value) in fields {
+        multipart.push_str(&format!(
+            "--RealBoundary\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    multipart.push_str("--RealBoundary--\r\n");
+    let newline_form = fields
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let camel = json!({
+        "clientId": client_id,
+        "clientSecret": client_secret,
+        "deviceCode": code.device_code,
+        "refreshToken": second_refresh,
+        "accessToken": second.access_token,
+    });
+    let bom_json = format!(
+        "\u{feff}{}",
+        json!({
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "device_code": code.device_code,
+            "refresh_token": second_refresh,
+        })
+    );
+    let malformed: [(Option<&str>, String); 6] = [
+        (
+            Some("multipart/form-data; boundary=OtherBoundary"),
+            multipart.clone(),
+        ),
+        (None, multipart.clone()),
+        (Some("application/x-www-form-urlencoded"), multipart),
+        (Some("application/x-www-form-urlencoded"), newline_form),
+        (Some("application/json"), bom_json),
+        (Some("application/json"), camel.to_string()),
+    ];
+    for (content_type, body) in malformed {
+        for path in ["/v2/auth/token", "/v2/auth/device/code"] {
+            let mut req = app.client.post(app.at(path)).body(body.clone());
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            let res = req.send().await.unwrap();
+            assert!(
+                res.status().is_client_error(),
+                "{path} {content_type:?}: {}",
+                res.status()
+            );
+        }
+    }
     let res = app
         .client
         .get(app.at("/v2/the-end"))

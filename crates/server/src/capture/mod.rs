@@ -3,9 +3,12 @@
 //!
 //! Two records, both written off the request's path (a bounded channel to one writer; a
 //! full channel drops the record and counts it, never delays the answer):
-//! - always: device-API requests answered 4xx/5xx or sent to an unknown route go to the
-//!   database ([`crate::db`]'s `device_traffic`, kept to the newest `traffic_rows`), so
-//!   every server of an installation sees every server's;
+//! - always: device-API requests answered 4xx/5xx or sent to an unknown route under the
+//!   device API's prefixes go to the database ([`crate::db`]'s `device_traffic`, kept to
+//!   the newest `traffic_rows`), so every server of an installation sees every server's.
+//!   Since anyone can cause a failure, what reaches the database is bounded (see
+//!   [`RecordBound`]): no flood turns each refused request into a write, and nobody
+//!   without a token can push a device's records out of the table;
 //! - with `rushes serve --capture`: every device-API request goes to
 //!   `<data>/captures/YYYY-MM-DD.jsonl` (UTC date), one JSON object a line, for a support
 //!   bundle. Part bodies are reduced to their length and SHA-256, computed as they stream.
@@ -16,9 +19,10 @@
 pub mod redact;
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -26,6 +30,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use futures_util::StreamExt;
+use governor::{DefaultKeyedRateLimiter, Quota};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -40,6 +45,15 @@ pub const BODY_PREFIX: usize = 4096;
 const ROW_QUEUE: usize = 256;
 /// Lines waiting for the capture file writer before new ones are dropped.
 const LINE_QUEUE: usize = 4096;
+/// Bytes of lines waiting for the capture file writer before new ones are dropped (a
+/// record can be some 20 KiB with its headers and body, so the count alone would allow
+/// tens of MiB).
+const LINE_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Database records of requests no device is known for, per remote IP address and
+/// minute (a burst of this many, then one every 60/N s).
+const UNATTRIBUTED_PER_MINUTE: u32 = 10;
+/// Remote addresses or devices remembered by a bound before idle ones are forgotten.
+const FORGET_ABOVE: usize = 10_000;
 
 /// One device-API request as recorded (database row and capture line alike), already
 /// redacted.
@@ -85,9 +99,78 @@ pub struct Traffic {
     /// To name the device of an unknown route's request by its token.
     db: Db,
     rows: tokio::sync::mpsc::Sender<TrafficRecord>,
-    lines: Option<std::sync::mpsc::SyncSender<TrafficRecord>>,
+    bound: RecordBound,
+    lines: Option<LineQueue>,
     dropped_rows: AtomicU64,
-    dropped_lines: Arc<AtomicU64>,
+}
+
+/// What of the failures may become database rows. Anyone on the network can make the
+/// server answer 4xx, and the table keeps only the newest `traffic_rows`, so without a
+/// bound a flood would cost a write per request and push out the records someone needs:
+/// - a request no device is known for (no token, or one that names no device): at most
+///   [`UNATTRIBUTED_PER_MINUTE`] a minute per remote IP address;
+/// - a 429 (a device over its request limit, THREATS row 15): once a minute per device,
+///   so refusing a flood does not write it down request by request.
+///
+/// Kept in memory per server, like the request limit. Attributed failures other than
+/// 429 are bounded by the device's own request limit.
+pub struct RecordBound {
+    unattributed: DefaultKeyedRateLimiter<IpAddr>,
+    refused: DefaultKeyedRateLimiter<String>,
+}
+
+impl RecordBound {
+    fn new() -> RecordBound {
+        let per_minute = NonZeroU32::new(UNATTRIBUTED_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
+        RecordBound {
+            unattributed: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_minute)),
+            refused: DefaultKeyedRateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)),
+        }
+    }
+
+    /// Whether a failure of `device_id` (if known) from `remote` may be written.
+    fn admit(&self, device_id: Option<&str>, remote: Option<IpAddr>, status: u16) -> bool {
+        if self.unattributed.len() > FORGET_ABOVE {
+            self.unattributed.retain_recent();
+        }
+        if self.refused.len() > FORGET_ABOVE {
+            self.refused.retain_recent();
+        }
+        match device_id {
+            None => self
+                .unattributed
+                .check_key(&remote.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+                .is_ok(),
+            Some(device) if status == 429 => self.refused.check_key(&device.to_owned()).is_ok(),
+            Some(_) => true,
+        }
+    }
+}
+
+/// The capture file writer's queue, bounded by count and by bytes.
+struct LineQueue {
+    sender: std::sync::mpsc::SyncSender<Line>,
+    queued_bytes: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
+    max_bytes: usize,
+}
+
+/// A serialized record with its time (for the file of its day).
+struct Line {
+    at: i64,
+    bytes: Vec<u8>,
+}
+
+impl LineQueue {
+    /// Queues a line, or drops (and counts) it when the queue is full.
+    fn offer(&self, line: Line) {
+        let len = line.bytes.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before + len > self.max_bytes || self.sender.try_send(line).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Traffic {
@@ -96,24 +179,29 @@ impl Traffic {
     pub fn start(db: Db, config: &Config) -> Arc<Traffic> {
         let (rows, receiver) = tokio::sync::mpsc::channel(ROW_QUEUE);
         tokio::spawn(write_rows(db.clone(), receiver, config.traffic_rows));
-        let dropped_lines = Arc::new(AtomicU64::new(0));
         let lines = config.capture.then(|| {
             let (sender, receiver) = std::sync::mpsc::sync_channel(LINE_QUEUE);
+            let queue = LineQueue {
+                sender,
+                queued_bytes: Arc::new(AtomicUsize::new(0)),
+                dropped: Arc::new(AtomicU64::new(0)),
+                max_bytes: LINE_QUEUE_BYTES,
+            };
             let dir = captures_dir(&config.data_dir);
-            let dropped = dropped_lines.clone();
+            let (queued, dropped) = (queue.queued_bytes.clone(), queue.dropped.clone());
             std::thread::Builder::new()
                 .name("rushes-capture".into())
-                .spawn(move || write_lines(&dir, &receiver, &dropped))
+                .spawn(move || write_lines(&dir, &receiver, &queued, &dropped))
                 .map_err(|e| tracing::error!(error = %e, "cannot start the capture writer"))
                 .ok()
-                .map(|_| sender)
+                .map(|_| queue)
         });
         Arc::new(Traffic {
             db,
             rows,
+            bound: RecordBound::new(),
             lines: lines.flatten(),
             dropped_rows: AtomicU64::new(0),
-            dropped_lines,
         })
     }
 
@@ -148,10 +236,10 @@ impl Traffic {
         Some(Watch {
             id: crate::db::new_id(),
             at: now_ms(),
-            remote_addr: req
+            remote: req
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "-".to_owned(), |c| c.0.to_string()),
+                .map(|c| c.0),
             method: req.method().to_string(),
             path,
             query: req.uri().query().map(str::to_owned),
@@ -161,8 +249,22 @@ impl Traffic {
         })
     }
 
-    fn record(&self, record: TrafficRecord) {
-        if record.is_error() && self.rows.try_send(record.clone()).is_err() {
+    fn record(&self, record: TrafficRecord, remote: Option<IpAddr>) {
+        if let Some(lines) = &self.lines
+            && let Ok(mut bytes) = serde_json::to_vec(&record)
+        {
+            bytes.push(b'\n');
+            lines.offer(Line {
+                at: record.at,
+                bytes,
+            });
+        }
+        if record.is_error()
+            && self
+                .bound
+                .admit(record.device_id.as_deref(), remote, record.status)
+            && self.rows.try_send(record).is_err()
+        {
             let n = self.dropped_rows.fetch_add(1, Ordering::Relaxed) + 1;
             if n == 1 || n.is_multiple_of(1000) {
                 tracing::warn!(
@@ -171,26 +273,17 @@ impl Traffic {
                 );
             }
         }
-        if let Some(lines) = &self.lines
-            && lines.try_send(record).is_err()
-        {
-            self.dropped_lines.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
 
-/// The device API: `/v2/*`, `/upload/*`, `/devices/*` (the status socket) but not the web
-/// UI's device actions (`/devices/{id}/{action}`), and every unknown route.
+/// The device API: `/v2/*`, `/upload/*`, `/devices/*` (the status socket), known routes
+/// or not, but not the web UI's device actions (`/devices/{id}/{action}`). Unknown routes
+/// elsewhere (`/favicon.ico`, a scanner's `/wp-login.php`) are not a device's.
 fn is_device_api(path: &str, matched: Option<&str>) -> bool {
-    match matched {
-        None => true,
-        Some("/devices/{id}/{action}") => false,
-        Some(_) => {
-            path.starts_with("/v2/")
-                || path.starts_with("/upload/")
-                || path.starts_with("/devices/")
-        }
-    }
+    matched != Some("/devices/{id}/{action}")
+        && (path.starts_with("/v2/")
+            || path.starts_with("/upload/")
+            || path.starts_with("/devices/"))
 }
 
 pub fn captures_dir(data_dir: &Path) -> PathBuf {
@@ -223,7 +316,7 @@ impl Seen {
 pub struct Watch {
     id: String,
     at: i64,
-    remote_addr: String,
+    remote: Option<SocketAddr>,
     method: String,
     path: String,
     query: Option<String>,
@@ -253,7 +346,7 @@ impl Watch {
         // sent it, which is the point of the record (a read, on a request that failed).
         if device_id.is_none()
             && !self.known_route
-            && let Some(token) = bearer_token(&self.headers, self.query.as_deref())
+            && let Some(token) = access_token(&query_pairs(self.query.as_deref()), &self.headers)
         {
             device_id = traffic
                 .db
@@ -282,9 +375,11 @@ impl Watch {
                     .headers
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok());
+                let rule =
+                    redact::BodyRule::for_path(&self.path, seen.length > seen.prefix.len() as u64);
                 let body = seen
                     .keep_prefix
-                    .then(|| redact::body(content_type, &seen.prefix))
+                    .then(|| redact::body(content_type, &seen.prefix, rule))
                     .filter(|b| !b.is_empty());
                 let sha256 = seen
                     .hasher
@@ -294,51 +389,76 @@ impl Watch {
             }
             None => (0, None, None),
         };
-        traffic.record(TrafficRecord {
-            id: self.id,
-            at: self.at,
-            device_id,
-            device_name: None,
-            remote_addr: self.remote_addr,
-            method: self.method,
-            path: redact::path(&self.path),
-            query: self.query.as_deref().map(redact::query),
-            headers: redact::headers(&self.headers),
-            body,
-            body_length: length,
-            body_sha256: sha256,
-            status,
-            detail: detail.as_deref().map(redact::scrub),
-            known_route: self.known_route,
-        });
+        traffic.record(
+            TrafficRecord {
+                id: self.id,
+                at: self.at,
+                device_id,
+                device_name: None,
+                remote_addr: self
+                    .remote
+                    .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                method: self.method,
+                path: redact::path(&self.path),
+                query: self.query.as_deref().map(redact::query),
+                headers: redact::headers(&self.headers),
+                body,
+                body_length: length,
+                body_sha256: sha256,
+                status,
+                detail: detail.as_deref().map(redact::scrub),
+                known_route: self.known_route,
+            },
+            self.remote.map(|a| a.ip()),
+        );
         response
     }
 }
 
-/// The access token a request carries: `Authorization: Bearer`, or in the query as a
-/// status socket sends it (`Authorization=Bearer%20..`, `token=..`).
-fn bearer_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    let from_header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_owned());
-    let from_query = || {
-        query?.split('&').find_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            let value = redact::percent_decode(value);
-            match name.to_ascii_lowercase().as_str() {
-                "token" | "access_token" => Some(value),
-                "authorization" => value
-                    .split_once(' ')
-                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                    .map(|(_, t)| t.trim().to_owned()),
-                _ => None,
-            }
-        })
+/// The access token a request carries, for the status socket and the traffic record
+/// alike (one reading, so the two cannot disagree on who sent a request): in the query as
+/// a socket sends it, `Authorization=Bearer <token>` (`%20` or `+`), `token=` or
+/// `access_token=`, else an `Authorization: Bearer` header. `query` is decoded pairs.
+pub fn access_token(query: &[(String, String)], headers: &HeaderMap) -> Option<String> {
+    fn bearer(value: &str) -> Option<&str> {
+        value
+            .trim()
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+    }
+    let from_query = query.iter().find_map(|(k, v)| {
+        if k.eq_ignore_ascii_case("authorization") {
+            bearer(v)
+        } else if k == "token" || k == "access_token" {
+            Some(v.trim())
+        } else {
+            None
+        }
+    });
+    let from_header = || {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
     };
-    from_header.or_else(from_query).filter(|t| !t.is_empty())
+    from_query
+        .or_else(from_header)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// A raw query as decoded `(name, value)` pairs, as axum's `Query` reads it.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (redact::percent_decode(name), redact::percent_decode(value))
+        })
+        .collect()
 }
 
 /// A plain-text answer whose whole body is known and short (axum's rejections are).
@@ -373,40 +493,52 @@ async fn write_rows(db: Db, mut receiver: tokio::sync::mpsc::Receiver<TrafficRec
 /// Records dropped for a full queue are noted in the file as `{"dropped": n}`.
 fn write_lines(
     dir: &Path,
-    receiver: &std::sync::mpsc::Receiver<TrafficRecord>,
+    receiver: &std::sync::mpsc::Receiver<Line>,
+    queued_bytes: &AtomicUsize,
     dropped: &AtomicU64,
 ) {
     let mut open: Option<(String, std::io::BufWriter<std::fs::File>)> = None;
     let mut reported_drops = 0;
+    // Warned that the file cannot be opened (or written), until it can again: once, not
+    // once per record.
+    let mut warned = false;
     while let Ok(first) = receiver.recv() {
         let mut next = Some(first);
-        while let Some(record) = next {
-            let day = day_of(record.at);
+        while let Some(line) = next {
+            queued_bytes.fetch_sub(line.bytes.len(), Ordering::Relaxed);
+            let day = day_of(line.at);
             if open.as_ref().is_none_or(|(d, _)| *d != day) {
                 if let Some((_, mut old)) = open.take() {
                     let _ = old.flush();
                 }
                 match open_capture(dir, &day) {
-                    Ok(file) => open = Some((day, std::io::BufWriter::new(file))),
-                    Err(e) => {
-                        tracing::warn!(error = %e, dir = %dir.display(), "cannot open the capture file");
+                    Ok(file) => {
+                        open = Some((day, std::io::BufWriter::new(file)));
+                        warned = false;
                     }
+                    Err(e) if !warned => {
+                        warned = true;
+                        tracing::warn!(error = %e, dir = %dir.display(), "cannot open the capture file; records are dropped until it can be");
+                    }
+                    Err(_) => {}
                 }
             }
             if let Some((_, file)) = &mut open {
                 let drops = dropped.load(Ordering::Relaxed);
                 if drops > reported_drops {
                     let note =
-                        serde_json::json!({"at": record.at, "dropped": drops - reported_drops});
+                        serde_json::json!({"at": line.at, "dropped": drops - reported_drops});
                     let _ = writeln!(file, "{note}");
                     reported_drops = drops;
                 }
-                if let Ok(mut line) = serde_json::to_vec(&record) {
-                    line.push(b'\n');
-                    if let Err(e) = file.write_all(&line) {
+                if let Err(e) = file.write_all(&line.bytes) {
+                    if !warned {
                         tracing::warn!(error = %e, "writing the capture file failed");
                     }
+                    warned = true;
                 }
+            } else {
+                dropped.fetch_add(1, Ordering::Relaxed);
             }
             next = receiver.try_recv().ok();
         }
@@ -436,9 +568,16 @@ fn open_capture(dir: &Path, day: &str) -> std::io::Result<std::fs::File> {
     options.open(dir.join(format!("{day}.jsonl")))
 }
 
-/// Every record in the capture files of `data_dir`, oldest file first (lines that are not
-/// records, or torn by a crash, are skipped).
-pub fn read_captures(data_dir: &Path) -> std::io::Result<Vec<TrafficRecord>> {
+/// The newest `limit` records in the capture files of `data_dir` that `wanted` keeps,
+/// oldest first. Files are read newest first, line by line, and older files are not
+/// opened once `limit` are found (lines that are not records, or torn by a crash, are
+/// skipped).
+pub fn read_captures(
+    data_dir: &Path,
+    limit: usize,
+    wanted: impl Fn(&TrafficRecord) -> bool,
+) -> std::io::Result<Vec<TrafficRecord>> {
+    use std::io::BufRead;
     let dir = captures_dir(data_dir);
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
@@ -448,16 +587,32 @@ pub fn read_captures(data_dir: &Path) -> std::io::Result<Vec<TrafficRecord>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    files.sort();
-    let mut records = Vec::new();
+    files.sort_unstable_by(|a, b| b.cmp(a));
+    // Newest file first; within a file, only its newest `room` records are held.
+    let mut newest_first: Vec<Vec<TrafficRecord>> = Vec::new();
+    let mut found = 0;
     for file in files {
-        let text = std::fs::read_to_string(&file)?;
-        records.extend(
-            text.lines()
-                .filter_map(|line| serde_json::from_str::<TrafficRecord>(line).ok()),
-        );
+        if found >= limit {
+            break;
+        }
+        let room = limit - found;
+        let mut kept = std::collections::VecDeque::with_capacity(room.min(1024));
+        let reader = std::io::BufReader::new(std::fs::File::open(&file)?);
+        for line in reader.split(b'\n') {
+            let Ok(record) = serde_json::from_slice::<TrafficRecord>(&line?) else {
+                continue;
+            };
+            if wanted(&record) {
+                if kept.len() == room {
+                    kept.pop_front();
+                }
+                kept.push_back(record);
+            }
+        }
+        found += kept.len();
+        newest_first.push(kept.into());
     }
-    Ok(records)
+    Ok(newest_first.into_iter().rev().flatten().collect())
 }
 
 #[cfg(test)]
@@ -475,7 +630,10 @@ mod tests {
             "/devices/websocket",
             Some("/devices/websocket")
         ));
-        assert!(is_device_api("/favicon.ico", None));
+        assert!(is_device_api("/v2/whatever", None));
+        assert!(is_device_api("/devices/x/y/z", None));
+        assert!(!is_device_api("/favicon.ico", None));
+        assert!(!is_device_api("/wp-login.php", None));
         assert!(!is_device_api(
             "/devices/x/pause",
             Some("/devices/{id}/{action}")
@@ -524,17 +682,38 @@ mod tests {
         }
     }
 
+    fn line_at(at: i64) -> Line {
+        let mut bytes = serde_json::to_vec(&record_at(at)).unwrap();
+        bytes.push(b'\n');
+        Line { at, bytes }
+    }
+
+    fn write_all(dir: &Path, lines: Vec<Line>, dropped: u64) -> u64 {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(lines.len().max(1));
+        let queued = AtomicUsize::new(lines.iter().map(|l| l.bytes.len()).sum());
+        for line in lines {
+            sender.send(line).unwrap();
+        }
+        drop(sender);
+        let dropped = AtomicU64::new(dropped);
+        write_lines(&captures_dir(dir), &receiver, &queued, &dropped);
+        assert_eq!(queued.load(Ordering::Relaxed), 0);
+        dropped.load(Ordering::Relaxed)
+    }
+
     #[test]
     fn lines_go_to_the_file_of_their_day_with_drops_noted() {
         let dir = tempfile::tempdir().unwrap();
-        let (sender, receiver) = std::sync::mpsc::sync_channel(8);
         let day = 86_400_000;
-        sender.send(record_at(20_000 * day + 5)).unwrap();
-        sender.send(record_at(20_000 * day + 6)).unwrap();
-        sender.send(record_at(20_001 * day)).unwrap();
-        drop(sender);
-        let dropped = AtomicU64::new(3);
-        write_lines(&captures_dir(dir.path()), &receiver, &dropped);
+        write_all(
+            dir.path(),
+            vec![
+                line_at(20_000 * day + 5),
+                line_at(20_000 * day + 6),
+                line_at(20_001 * day),
+            ],
+            3,
+        );
         let first = std::fs::read_to_string(dir.path().join("captures/2024-10-04.jsonl")).unwrap();
         let lines: Vec<&str> = first.lines().collect();
         assert_eq!(lines.len(), 3, "{first}");
@@ -542,11 +721,101 @@ mod tests {
         let second = std::fs::read_to_string(dir.path().join("captures/2024-10-05.jsonl")).unwrap();
         assert_eq!(second.lines().count(), 1);
         // Read back in order; the note is not a record.
-        let back: Vec<i64> = read_captures(dir.path())
+        let back: Vec<i64> = read_captures(dir.path(), 100, |_| true)
             .unwrap()
             .iter()
             .map(|r| r.at)
             .collect();
         assert_eq!(back, [20_000 * day + 5, 20_000 * day + 6, 20_001 * day]);
+    }
+
+    #[test]
+    fn lines_that_cannot_be_written_are_counted_as_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the folder should be: nothing can be opened.
+        std::fs::write(captures_dir(dir.path()), b"").unwrap();
+        let dropped = write_all(dir.path(), (0..50).map(line_at).collect(), 0);
+        assert_eq!(dropped, 50);
+    }
+
+    #[test]
+    fn reading_captures_takes_the_newest_files_first_and_stops_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 86_400_000;
+        let mut lines: Vec<Line> = (0..5).map(|i| line_at(20_001 * day + i)).collect();
+        lines.extend((0..5).map(|i| line_at(20_002 * day + i)));
+        write_all(dir.path(), lines, 0);
+        // An older "file" that cannot be read: reached only if the limit is not met.
+        std::fs::create_dir(captures_dir(dir.path()).join("2024-10-01.jsonl")).unwrap();
+        let back: Vec<i64> = read_captures(dir.path(), 7, |_| true)
+            .unwrap()
+            .iter()
+            .map(|r| r.at - 20_001 * day)
+            .collect();
+        assert_eq!(back, [3, 4, day, day + 1, day + 2, day + 3, day + 4]);
+        let even: Vec<i64> = read_captures(dir.path(), 3, |r| r.at % 2 == 0)
+            .unwrap()
+            .iter()
+            .map(|r| r.at - 20_001 * day)
+            .collect();
+        assert_eq!(even, [day, day + 2, day + 4]);
+        assert!(read_captures(dir.path(), 100, |_| true).is_err());
+    }
+
+    #[test]
+    fn the_line_queue_is_bounded_by_bytes() {
+        let (sender, _receiver) = std::sync::mpsc::sync_channel(1000);
+        let queue = LineQueue {
+            sender,
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
+            max_bytes: 10_000,
+        };
+        for _ in 0..20 {
+            queue.offer(Line {
+                at: 0,
+                bytes: vec![b'x'; 1000],
+            });
+        }
+        assert_eq!(queue.queued_bytes.load(Ordering::Relaxed), 10_000);
+        assert_eq!(queue.dropped.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn unattributed_records_and_refusals_are_bounded() {
+        let bound = RecordBound::new();
+        let scanner = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
+        let admitted = (0..200).filter(|_| bound.admit(None, scanner, 404)).count();
+        assert_eq!(admitted, UNATTRIBUTED_PER_MINUTE as usize);
+        // Another address, and a known device, are not held back by the scanner.
+        assert!(bound.admit(None, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), 404));
+        assert!((0..50).all(|_| bound.admit(Some("d"), scanner, 422)));
+        // A device's 429s: one a minute.
+        assert!(bound.admit(Some("d"), scanner, 429));
+        assert!(!bound.admit(Some("d"), scanner, 429));
+        assert!(bound.admit(Some("e"), scanner, 429));
+    }
+
+    #[test]
+    fn the_access_token_is_read_from_the_query_first_then_the_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            axum::http::HeaderValue::from_static("Bearer from-header"),
+        );
+        let token = |q: &str, h: &HeaderMap| access_token(&query_pairs(Some(q)), h);
+        assert_eq!(
+            token("Authorization=Bearer%20from-query", &headers).as_deref(),
+            Some("from-query")
+        );
+        assert_eq!(
+            token("vsn=2.0.0&authorization=bearer+q2", &headers).as_deref(),
+            Some("q2")
+        );
+        assert_eq!(token("token=t", &headers).as_deref(), Some("t"));
+        assert_eq!(token("access_token=a", &headers).as_deref(), Some("a"));
+        assert_eq!(token("vsn=2.0.0", &headers).as_deref(), Some("from-header"));
+        assert_eq!(token("Authorization=Basic%20x", &HeaderMap::new()), None);
+        assert_eq!(token("token=", &HeaderMap::new()), None);
     }
 }

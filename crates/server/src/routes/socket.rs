@@ -13,7 +13,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast;
@@ -48,7 +47,8 @@ pub async fn upgrade(
 ) -> Result<Response, ApiError> {
     // An unreadable query holds no token: 401 like any other missing token.
     let query = query.map(|Query(q)| q).unwrap_or_default();
-    let token = token(&query, &headers).ok_or_else(ApiError::unauthorized)?;
+    let token =
+        crate::capture::access_token(&query, &headers).ok_or_else(ApiError::unauthorized)?;
     let device = state
         .db
         .authenticate(&token)
@@ -120,37 +120,6 @@ pub async fn upgrade(
             .run(ws)
         })
         .into_response())
-}
-
-/// The access token: `?Authorization=Bearer <token>` (`%20` or `+`), `?token=<token>`, or
-/// an `Authorization: Bearer` header.
-fn token(query: &[(String, String)], headers: &HeaderMap) -> Option<String> {
-    fn bearer(value: &str) -> Option<&str> {
-        value
-            .trim()
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-    }
-    let from_query = query.iter().find_map(|(k, v)| {
-        if k.eq_ignore_ascii_case("authorization") {
-            bearer(v)
-        } else if k == "token" || k == "access_token" {
-            Some(v.trim())
-        } else {
-            None
-        }
-    });
-    let from_header = || {
-        headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer)
-    };
-    from_query
-        .or_else(from_header)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
 }
 
 /// One open status socket.
