@@ -510,3 +510,15 @@ mod tests {
         assert_eq!(fields.get("scope"), Some("asset_create offline"));
     }
 }
+
+/// 403 unless the device's token was granted the `asset_create` scope, which every route
+/// that makes something for the device (assets, parts, channels, comments, markers) needs.
+pub fn require_asset_create(device: &Authenticated) -> Result<(), ApiError> {
+    if device.scopes.asset_create() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "This token was not granted the asset_create scope.",
+        ))
+    }
+}

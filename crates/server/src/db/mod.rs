@@ -38,7 +38,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Connection, Executor};
 
 pub use assets::{Asset, AssetListing, AssetState, NewAsset, Part, PartRecord};
-pub use channels::{ChannelCreated, ChannelRow, NewChannel, media_type};
+pub use channels::{ChannelCreated, ChannelRow, MAX_CHANNEL, NewChannel, media_type};
 pub use check::CheckReport;
 pub use comments::{ClipNote, CommentRow, NewMarker};
 pub use devices::{DeviceListing, DeviceRecord, DeviceStatus};
