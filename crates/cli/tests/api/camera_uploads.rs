@@ -440,7 +440,13 @@ async fn the_same_file_name_and_size_on_another_channel_or_day_is_not_a_re_creat
     put_parts(&app, &first.upload_urls, &data, &[1]).await;
     // Another channel (a second recorder) and another day (an offset of two days) name
     // their own clips the same way: neither replaces the first.
-    let other_channel = create(&app, token, "/v2/devices/assets", body(json!({"channel": 1}))).await;
+    let other_channel = create(
+        &app,
+        token,
+        "/v2/devices/assets",
+        body(json!({"channel": 1})),
+    )
+    .await;
     let other_day = create(
         &app,
         token,
@@ -448,10 +454,16 @@ async fn the_same_file_name_and_size_on_another_channel_or_day_is_not_a_re_creat
         body(json!({"offset": 2 * 86_400})),
     )
     .await;
-    for other in [&other_channel, &other_day] {
-        assert_ne!(other.id, first.id);
-        assert!(other.path.ends_with("/A001.WAV"), "{}", other.path);
-    }
+    // The other channel's clip shares the folder, so it takes the next name.
+    assert_ne!(other_channel.id, first.id);
+    assert!(
+        other_channel.path.ends_with("/A001 (2).WAV"),
+        "{}",
+        other_channel.path
+    );
+    assert_ne!(other_day.id, first.id);
+    assert_ne!(other_day.path, first.path);
+    assert!(other_day.path.ends_with("/A001.WAV"), "{}", other_day.path);
     let status = status_json(&app, token, &first.id).await;
     assert_eq!(status["state"], "uploading", "{status}");
     assert_eq!(status["received_parts"], json!([1]), "{status}");
@@ -485,7 +497,7 @@ async fn racing_first_creates_of_a_file_leave_one_clip_without_a_2() {
     }
     let again = create(&app, token, "/v2/devices/assets", body.clone()).await;
     assert!(again.path.ends_with("/B002.MOV"), "{}", again.path);
-    put_parts(&app, &again.upload_urls, &data, &[1, 2, 3]).await;
+    app.upload(&again, &data).await;
     app.wait_complete(token, &again.id).await;
     let listed = listed_named(&app, "B002");
     assert_eq!(listed.len(), 1, "one clip: {listed:?}");

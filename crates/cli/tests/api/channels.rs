@@ -534,8 +534,8 @@ async fn a_marker_lands_on_the_clip_being_recorded_or_the_next_one_within_10_min
     assert_eq!(listed[2]["text"], "whole take");
     assert_eq!(listed[0]["rate"], "25");
     assert_eq!(listed[0]["input"], 1);
-    assert_eq!(listed[3]["text"], "later");
-    assert_eq!(listed[3]["frame"], 100);
+    assert_eq!(listed[1]["text"], "later");
+    assert_eq!(listed[1]["frame"], 100);
 
     // Channel 1 records nothing yet: its marker waits for the next clip it creates, and
     // only that one; a clip of channel 0 meanwhile does not take it.
@@ -854,7 +854,13 @@ async fn a_comment_on_a_superseded_asset_or_a_duplicate_reaches_the_listed_clip(
     assert_eq!(res.status(), StatusCode::OK);
     app.upload(&again, &data).await;
     app.wait_complete(token, &again.id).await;
-    let res = comment(&app, token, &again.id, json!({"text": "after it was a copy"})).await;
+    let res = comment(
+        &app,
+        token,
+        &again.id,
+        json!({"text": "after it was a copy"}),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
 
     let texts: Vec<String> = notes(&app, &second.id)
@@ -885,19 +891,42 @@ async fn a_fresh_client_id_takes_the_lowest_index_a_disconnected_channel_freed()
     let app = spawn_app().await;
     let tokens = app.pair("cam-ch-reuse").await;
     let token = &tokens.access_token;
-    let one = channel_ok(&app, token, json!({"client_id": "boot-1", "device_model_id": "m"})).await;
-    let two = channel_ok(&app, token, json!({"client_id": "boot-1b", "device_model_id": "m"})).await;
+    let one = channel_ok(
+        &app,
+        token,
+        json!({"client_id": "boot-1", "device_model_id": "m"}),
+    )
+    .await;
+    let two = channel_ok(
+        &app,
+        token,
+        json!({"client_id": "boot-1b", "device_model_id": "m"}),
+    )
+    .await;
     assert_eq!(one["external_index"], 1);
     assert_eq!(two["external_index"], 2);
-    let path = format!("/v2/devices/channels/{}/disconnect", one["id"].as_str().expect("id"));
+    let path = format!(
+        "/v2/devices/channels/{}/disconnect",
+        one["id"].as_str().expect("id")
+    );
     assert_eq!(
         post_json(&app, token, &path, &json!({})).await.status(),
         StatusCode::NO_CONTENT
     );
-    let three = channel_ok(&app, token, json!({"client_id": "boot-2", "device_model_id": "m"})).await;
+    let three = channel_ok(
+        &app,
+        token,
+        json!({"client_id": "boot-2", "device_model_id": "m"}),
+    )
+    .await;
     assert_eq!(three["external_index"], 1, "{three}");
     // Connected channels keep theirs; the next new one takes the next free index.
-    let four = channel_ok(&app, token, json!({"client_id": "boot-2b", "device_model_id": "m"})).await;
+    let four = channel_ok(
+        &app,
+        token,
+        json!({"client_id": "boot-2b", "device_model_id": "m"}),
+    )
+    .await;
     assert_eq!(four["external_index"], 3, "{four}");
     let listed_now = me(&app, token).await;
     assert_eq!(listed(&listed_now, 1)["id"], three["id"]);

@@ -588,7 +588,6 @@ impl Db {
                     .bind(&old_id)
                     .execute(&mut *tx)
                     .await?;
-                move_notes(&mut tx, &old_id, row.id()).await?;
                 superseded.push(old_id);
             }
             if !lost {
@@ -596,6 +595,12 @@ impl Db {
             }
         }
         let asset = insert_first_free(&mut tx, row, now).await?;
+        // What the device said about the clip (comments, markers of the take being
+        // recorded) belongs to the clip, which is now the new asset (comments name an
+        // existing asset, so they move once it is in).
+        for old_id in &superseded {
+            move_notes(&mut tx, old_id, &asset.id).await?;
+        }
         tx.commit().await?;
         Ok((asset, superseded))
     }

@@ -124,7 +124,7 @@ pub async fn create(
     // second one: same device, name, size and recording time, nothing received yet.
     if let (false, Some(size)) = (realtime, filesize)
         && let Some(asset) =
-            retried_create(&state, &device, name.as_str(), size, recorded_at).await?
+            retried_create(&state, &device, name.as_str(), size, recorded_at, channel).await?
     {
         tracing::info!(asset = %asset.id, path = %asset.path, "asset create repeated; answering with the asset it made");
         return planned_answer(&state, &base_url, asset);
@@ -272,13 +272,16 @@ async fn retried_create(
     name: &str,
     size: u64,
     recorded_at: i64,
+    channel: i64,
 ) -> ApiResult<Option<Asset>> {
     let find = || {
         state
             .db
             .retried_create(&device.device_id, name, size, recorded_at)
     };
-    let Some(candidate) = find().await? else {
+    // The same file from another channel (a second recorder naming its clips the same
+    // way) is another clip, not this create's retry.
+    let Some(candidate) = find().await?.filter(|a| a.channel == channel) else {
         return Ok(None);
     };
     let Some(s3) = &state.s3 else {
