@@ -525,6 +525,10 @@ async fn s3_a_re_create_while_the_store_is_out_of_reach_is_503_and_undone() {
         .await
         .expect("comment");
     assert_eq!(res.status(), StatusCode::OK);
+    // The server learns of the part (it went to the bucket) before the store goes away,
+    // so the create below is a re-create, not a retry.
+    let status = status_json(&app, token, &first.id).await;
+    assert_eq!(status["received_parts"], json!([1]), "{status}");
 
     s3.stop();
     let res = app
