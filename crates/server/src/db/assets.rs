@@ -141,6 +141,15 @@ pub enum PartRecord {
     Unknown,
 }
 
+/// What [`Db::create_superseding`] did.
+#[derive(Debug)]
+pub enum Superseding {
+    /// Made the asset, in the place of the assets named (none if they finished first).
+    Created(Asset, Vec<String>),
+    /// Made nothing: the create repeats this one, which nothing was sent to yet.
+    Retried(Asset),
+}
+
 /// One line of `rushes asset list`.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct AssetListing {
@@ -161,12 +170,14 @@ const RETRY_WINDOW_MS: i64 = 10 * 60 * 1000;
 /// How far apart the recording times of a create and its retry may be.
 const RETRY_CLOCK_SLACK_MS: i64 = 2_000;
 
-/// The asset an identical create made (see [`Db::retried_create`]), newest first.
+/// The asset an identical create made (see [`Db::retried_create`]). Of several (creates
+/// that raced), the one under the lowest name: the one the others yield to (see
+/// [`Db::yield_to_racing_twin`]).
 const RETRIED_CREATE: &str = "device_id = $1 AND name = $2 AND filesize = $3 AND realtime = 0
        AND state = 'uploading' AND created_at > $6
        AND $4 >= recorded_at - $5 AND $4 <= recorded_at + ($7 - created_at) + $5
        AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.asset_id = a.id AND p.received_at IS NOT NULL)
-     ORDER BY created_at DESC LIMIT 1";
+     ORDER BY LENGTH(a.path), a.path LIMIT 1";
 
 /// The device's unfinished planned assets of a name and size on the same channel in the
 /// same folder (which encodes the day, TYPE and device), newest first: what a create of
@@ -543,12 +554,34 @@ impl Db {
         new: &NewAsset,
         filesize: u64,
         abort_upload_at: Millis,
-    ) -> DbResult<(Asset, Vec<String>)> {
+    ) -> DbResult<Superseding> {
         let now = now_ms();
         let row = AssetRow::new(new.clone());
         let prefix = format!("{}/", new.folder);
         let prefix_len = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX);
         let mut tx = self.begin_write().await?;
+        // The repeated-create rule comes first, here too: a create racing the one it
+        // repeats (the device retrying before the first answer came) found no asset when
+        // it looked, but the first may be in by now.
+        let retried: Option<Asset> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ASSET_COLUMNS} FROM assets a WHERE {RETRIED_CREATE}"
+        )))
+        .bind(&new.device_id)
+        .bind(new.name.as_str())
+        .bind(to_i64(filesize))
+        .bind(new.recorded_at)
+        .bind(RETRY_CLOCK_SLACK_MS)
+        .bind(now - RETRY_WINDOW_MS)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(first) = retried.filter(|a| {
+            a.channel == new.channel
+                && a.path.starts_with(&prefix)
+                && a.project_id == new.project_id
+        }) {
+            return Ok(Superseding::Retried(first));
+        }
         let mut superseded = Vec::new();
         // PostgreSQL: a compare-and-set that lost to a racing create looks again (a few
         // times; what is left then is superseded by the next create of the file).
@@ -602,7 +635,7 @@ impl Db {
             move_notes(&mut tx, old_id, &asset.id).await?;
         }
         tx.commit().await?;
-        Ok((asset, superseded))
+        Ok(Superseding::Created(asset, superseded))
     }
 
     /// Undoes [`Db::create_superseding`] when the new asset's store upload could not be

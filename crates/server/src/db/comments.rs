@@ -146,11 +146,11 @@ impl Db {
         Ok(comment)
     }
 
-    /// The clip a comment on `asset_id` belongs to, if `asset_id` is an asset `device_id`
-    /// made in `project_id` (the only assets a device may comment on): the asset itself,
-    /// or, when it was superseded or is a duplicate, the clip that took its place (its
-    /// comments were moved there, and so go new ones).
-    pub async fn commented_clip(
+    /// The clip in the place of `asset_id`, if `asset_id` is an asset `device_id` made in
+    /// `project_id` (the only assets a device may comment on or be answered with): the
+    /// asset itself, or, when it was superseded or is a duplicate, the clip that took its
+    /// place (its comments were moved there, and so go new ones).
+    pub async fn live_clip(
         &self,
         asset_id: &str,
         device_id: &str,

@@ -13,7 +13,7 @@ use rushes_proto::parts::{MAX_FILESIZE, MAX_PART_SIZE, MIN_PART_SIZE, PartPlan};
 use serde_json::Value;
 
 use crate::clock::{date_folder, now_ms, rfc3339};
-use crate::db::{Asset, AssetState, Authenticated, MAX_CHANNEL, NewAsset};
+use crate::db::{Asset, AssetState, Authenticated, MAX_CHANNEL, NewAsset, Superseding};
 use crate::domain::names::{folder_name, mime_from_name, parse_mime};
 use crate::domain::{AssetName, MediaType};
 use crate::error::{ApiError, ApiResult};
@@ -127,6 +127,8 @@ pub async fn create(
             retried_create(&state, &device, name.as_str(), size, recorded_at, channel).await?
     {
         tracing::info!(asset = %asset.id, path = %asset.path, "asset create repeated; answering with the asset it made");
+        // The first create may still be starting its store upload.
+        let asset = racing_twin_started(&state, asset).await?;
         return planned_answer(&state, &base_url, asset);
     }
     // A channel that declared its asset_type decides the TYPE folder (c2c-api.md §5).
@@ -241,20 +243,33 @@ async fn create_or_supersede(state: &AppState, new: &NewAsset, size: u64) -> Api
     let abort_at = now_ms()
         + i64::try_from(state.config.upload_url_lifetime.as_millis()).unwrap_or(i64::MAX / 2)
         + SUPERSEDED_ABORT_SLACK_MS;
-    let (asset, superseded) = state.db.create_superseding(new, size, abort_at).await?;
-    Ok(Created::New(asset, superseded))
+    match state.db.create_superseding(new, size, abort_at).await? {
+        Superseding::Created(asset, superseded) => Ok(Created::New(asset, superseded)),
+        Superseding::Retried(first) => {
+            tracing::info!(asset = %first.id, path = %first.path, "asset create repeated at once; answering with the asset it made");
+            Ok(Created::Racing(racing_twin_started(state, first).await?))
+        }
+    }
 }
 
-/// The racing twin once its store upload is started (at once with the local store); 503 if
-/// that does not happen soon, or the twin was undone because the store is unreachable.
+/// The racing twin (or the asset that superseded it since, another racer) once its store
+/// upload is started (at once with the local store); 503 if that does not happen soon, or
+/// the twin was undone because the store is unreachable.
 async fn racing_twin_started(state: &AppState, twin: Asset) -> ApiResult<Asset> {
-    if state.s3.is_none() {
-        return Ok(twin);
-    }
     let deadline = tokio::time::Instant::now() + RACING_UPLOAD_WAIT;
     loop {
-        match state.db.asset(&twin.id).await? {
-            Some(asset) if asset.remote_upload().is_some() => return Ok(asset),
+        let live = state
+            .db
+            .live_clip(&twin.id, &twin.device_id, &twin.project_id)
+            .await?;
+        let asset = match live {
+            Some(id) => state.db.asset(&id).await?,
+            None => None,
+        };
+        match asset {
+            Some(asset) if state.s3.is_none() || asset.remote_upload().is_some() => {
+                return Ok(asset);
+            }
             Some(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }

@@ -207,7 +207,7 @@ pub async fn comment(
     // clip that took its place: the superseded asset and the duplicate are never shown.
     let Some(clip) = state
         .db
-        .commented_clip(&asset_id, &device.device_id, &device.project_id)
+        .live_clip(&asset_id, &device.device_id, &device.project_id)
         .await?
     else {
         return Err(ApiError::not_found("No such asset."));
