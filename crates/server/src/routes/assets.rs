@@ -253,8 +253,8 @@ async fn create_or_supersede(state: &AppState, new: &NewAsset, size: u64) -> Api
 }
 
 /// The racing twin (or the asset that superseded it since, another racer) once its store
-/// upload is started (at once with the local store); 503 if that does not happen soon, or
-/// the twin was undone because the store is unreachable.
+/// upload is started (at once with the local store) and it is visible to this request; 503
+/// if that does not happen soon (the twin was undone: the store is unreachable).
 async fn racing_twin_started(state: &AppState, twin: Asset) -> ApiResult<Asset> {
     let deadline = tokio::time::Instant::now() + RACING_UPLOAD_WAIT;
     loop {
@@ -270,8 +270,10 @@ async fn racing_twin_started(state: &AppState, twin: Asset) -> ApiResult<Asset> 
             Some(asset) if state.s3.is_none() || asset.remote_upload().is_some() => {
                 return Ok(asset);
             }
-            Some(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            // Not started yet, or not visible yet (on SQLite the writer may not have
+            // committed the other create's transaction to the readers), or gone (undone).
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             _ => return Err(ApiError::store_unavailable()),
         }
