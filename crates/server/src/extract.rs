@@ -390,6 +390,18 @@ impl FromRequestParts<AppState> for BaseUrl {
     }
 }
 
+/// 403 unless the device's token was granted the `asset_create` scope, which every route
+/// that makes something for the device (assets, parts, channels, comments, markers) needs.
+pub fn require_asset_create(device: &Authenticated) -> Result<(), ApiError> {
+    if device.scopes.asset_create() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "This token was not granted the asset_create scope.",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::task::Poll;

@@ -1,6 +1,6 @@
 //! The clip page in a real headless Chromium (see `browser.rs` for how it is driven): a
 //! person signed in sees what the camera said about a clip, its comment and its marker,
-//! in time order with their timecodes.
+//! in the order they arrived, with their timecodes.
 
 use fantoccini::Locator;
 use reqwest::StatusCode;
@@ -96,7 +96,8 @@ async fn the_clip_page_shows_a_device_comment_and_a_marker() {
         .expect("marker text");
     assert!(marker.contains("00:00:03:00"), "{marker}");
     assert!(marker.contains("input 2"), "{marker}");
-    // In time order: the comment (2 s) before the marker (3 s).
+    // In the order they arrived (a marker's SMPTE timecode and a comment's frame share no
+    // time line): the marker, sent first, before the comment.
     let all = browser
         .wait_for("#notes ol")
         .await
@@ -104,5 +105,5 @@ async fn the_clip_page_shows_a_device_comment_and_a_marker() {
         .await
         .expect("notes");
     let (c, m) = (all.find("Great"), all.find("00:00:03:00"));
-    assert!(c.is_some() && c < m, "not in time order: {all}");
+    assert!(m.is_some() && m < c, "not in arrival order: {all}");
 }

@@ -418,3 +418,151 @@ async fn an_identical_clip_sent_again_is_listed_once_and_stored_once() {
     assert_eq!(media.matches("C0001.MP4").count(), 1, "{media}");
     assert_eq!(media.matches("C0001 (2).MP4").count(), 1, "{media}");
 }
+
+// ---------------------------------------------------------------------------------------
+// 4. What a re-create matches, racing first creates, and a store out of reach
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_same_file_name_and_size_on_another_channel_or_day_is_not_a_re_create() {
+    let app = spawn_app_with(&["--part-size", "5242880"]).await;
+    let tokens = app.pair("cam-recreate-scope").await;
+    let token = &tokens.access_token;
+    let data = test_bytes(12 * MIB, 1960);
+    let body = |extra: Value| {
+        let mut b = json!({"name": "A001.WAV", "filesize": data.len(), "filetype": "audio/wav"});
+        for (k, v) in extra.as_object().expect("an object") {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let first = create(&app, token, "/v2/devices/assets", body(json!({}))).await;
+    put_parts(&app, &first.upload_urls, &data, &[1]).await;
+    // Another channel (a second recorder) and another day (an offset of two days) name
+    // their own clips the same way: neither replaces the first.
+    let other_channel = create(
+        &app,
+        token,
+        "/v2/devices/assets",
+        body(json!({"channel": 1})),
+    )
+    .await;
+    let other_day = create(
+        &app,
+        token,
+        "/v2/devices/assets",
+        body(json!({"offset": 2 * 86_400})),
+    )
+    .await;
+    // The other channel's clip shares the folder, so it takes the next name.
+    assert_ne!(other_channel.id, first.id);
+    assert!(
+        other_channel.path.ends_with("/A001 (2).WAV"),
+        "{}",
+        other_channel.path
+    );
+    assert_ne!(other_day.id, first.id);
+    assert_ne!(other_day.path, first.path);
+    assert!(other_day.path.ends_with("/A001.WAV"), "{}", other_day.path);
+    let status = status_json(&app, token, &first.id).await;
+    assert_eq!(status["state"], "uploading", "{status}");
+    assert_eq!(status["received_parts"], json!([1]), "{status}");
+    // The same channel and day still is.
+    let again = create(&app, token, "/v2/devices/assets", body(json!({}))).await;
+    assert_eq!(again.path, first.path);
+    let status = status_json(&app, token, &first.id).await;
+    assert_eq!(status["state"], "superseded", "{status}");
+}
+
+#[tokio::test]
+async fn racing_first_creates_of_a_file_leave_one_clip_without_a_2() {
+    // A camera that retries before the first answer comes: four creates of the same file
+    // at once, none before. Each answer is an asset to send to; a later re-create replaces
+    // whatever is unfinished.
+    let app = spawn_app_with(&["--part-size", "5242880"]).await;
+    let tokens = app.pair("cam-racing-first").await;
+    let token = &tokens.access_token;
+    let data = test_bytes(12 * MIB, 1970);
+    let body = json!({"name": "B002.MOV", "filesize": data.len(), "filetype": "video/quicktime"});
+    let answers = futures_util::future::join_all(
+        (0..4).map(|_| create(&app, token, "/v2/devices/assets", body.clone())),
+    )
+    .await;
+    for answer in &answers {
+        assert!(answer.path.ends_with("/B002.MOV"), "{}", answer.path);
+    }
+    // One part to each asset answered, then the camera creates the file again.
+    for answer in &answers {
+        put_parts(&app, &answer.upload_urls, &data, &[1]).await;
+    }
+    let again = create(&app, token, "/v2/devices/assets", body.clone()).await;
+    assert!(again.path.ends_with("/B002.MOV"), "{}", again.path);
+    app.upload(&again, &data).await;
+    app.wait_complete(token, &again.id).await;
+    let listed = listed_named(&app, "B002");
+    assert_eq!(listed.len(), 1, "one clip: {listed:?}");
+    assert_eq!(listed[0]["id"], again.id.as_str());
+    assert_eq!(listed[0]["state"], "complete");
+    assert_check_passes(&app);
+}
+
+#[tokio::test]
+async fn s3_a_re_create_while_the_store_is_out_of_reach_is_503_and_undone() {
+    let app = spawn_app_on_s3(&["--part-size", "5242880"]).await;
+    let s3 = app.s3.clone().expect("an S3 server");
+    let tokens = app.pair("cam-recreate-s3-down").await;
+    let token = &tokens.access_token;
+    let data = test_bytes(12 * MIB, 1980);
+    let body = json!({"name": "C003.MOV", "filesize": data.len(), "filetype": "video/quicktime"});
+    let first = create(&app, token, "/v2/devices/assets", body.clone()).await;
+    put_parts(&app, &first.upload_urls, &data, &[1]).await;
+    let res = app
+        .client
+        .post(app.at(&format!("/v2/devices/assets/{}/comments", first.id)))
+        .bearer_auth(token)
+        .json(&json!({"text": "slate 3"}))
+        .send()
+        .await
+        .expect("comment");
+    assert_eq!(res.status(), StatusCode::OK);
+    // The server learns of the part (it went to the bucket) before the store goes away,
+    // so the create below is a re-create, not a retry.
+    let status = status_json(&app, token, &first.id).await;
+    assert_eq!(status["received_parts"], json!([1]), "{status}");
+
+    s3.stop();
+    let res = app
+        .client
+        .post(app.at("/v2/devices/assets"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    s3.restart();
+
+    // Nothing happened: the first is unfinished under its name, with its comment and the
+    // part it received.
+    let listed = listed_named(&app, "C003");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], first.id.as_str());
+    assert_eq!(listed[0]["path"], first.path.as_str());
+    let status = status_json(&app, token, &first.id).await;
+    assert_eq!(status["state"], "uploading", "{status}");
+    assert_eq!(status["received_parts"], json!([1]), "{status}");
+    let notes = app.cli_json(&["asset", "comments", &first.id]);
+    assert_eq!(notes[0]["text"], "slate 3", "{notes}");
+
+    // The device retries: the re-create goes through and takes the place and the comment.
+    let again = create(&app, token, "/v2/devices/assets", body).await;
+    assert_eq!(again.path, first.path);
+    app.upload(&again, &data).await;
+    app.wait_complete(token, &again.id).await;
+    let listed = listed_named(&app, "C003");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], again.id.as_str());
+    let notes = app.cli_json(&["asset", "comments", &again.id]);
+    assert_eq!(notes[0]["text"], "slate 3", "{notes}");
+    assert_check_passes(&app);
+}

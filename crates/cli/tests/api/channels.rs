@@ -489,8 +489,9 @@ async fn a_marker_lands_on_the_clip_being_recorded_or_the_next_one_within_10_min
     let token = &tokens.access_token;
     let device_id = me(&app, token).await["id"].as_str().expect("id").to_owned();
 
-    // Channel 0 is recording: the marker lands on that clip, with the comments, in time
-    // order (frames shown as timecodes at the marker's rate).
+    // Channel 0 is recording: the marker lands on that clip, with the comments, in the
+    // order they arrived (a marker's SMPTE timecode and a comment's frame from 0 share no
+    // time line; frames are shown as timecodes at the marker's rate).
     let recording = recording_on(&app, token, 0).await;
     let res = trigger(
         &app,
@@ -523,18 +524,18 @@ async fn a_marker_lands_on_the_clip_being_recorded_or_the_next_one_within_10_min
     assert_eq!(
         order,
         [
-            ("comment", "-"),
-            ("comment", "00:00:01:00"),
             ("marker", "00:00:02:00"),
             ("comment", "00:00:04:00"),
+            ("comment", "-"),
+            ("comment", "00:00:01:00"),
         ],
         "{listed:?}"
     );
-    assert_eq!(listed[0]["text"], "whole take");
-    assert_eq!(listed[2]["rate"], "25");
-    assert_eq!(listed[2]["input"], 1);
-    assert_eq!(listed[3]["text"], "later");
-    assert_eq!(listed[3]["frame"], 100);
+    assert_eq!(listed[2]["text"], "whole take");
+    assert_eq!(listed[0]["rate"], "25");
+    assert_eq!(listed[0]["input"], 1);
+    assert_eq!(listed[1]["text"], "later");
+    assert_eq!(listed[1]["frame"], 100);
 
     // Channel 1 records nothing yet: its marker waits for the next clip it creates, and
     // only that one; a clip of channel 0 meanwhile does not take it.
@@ -787,4 +788,147 @@ async fn comments_and_markers_follow_a_re_created_clip() {
         "{moved:?}"
     );
     assert!(moved.iter().any(|n| n["text"] == "good take"), "{moved:?}");
+}
+
+#[tokio::test]
+async fn a_waiting_marker_follows_its_clip_when_the_clip_is_created_again() {
+    // A camera that is not real-time logs a moment before it creates the clip; it then
+    // reconnects and creates the clip again: the marker belongs to the clip that stays.
+    let app = spawn_app_with(&["--part-size", "5242880"]).await;
+    let tokens = app.pair("cam-marker-recreate").await;
+    let token = &tokens.access_token;
+    let channel_zero = me(&app, token).await["id"].as_str().expect("id").to_owned();
+    let res = trigger(
+        &app,
+        token,
+        &channel_zero,
+        json!({"smpte_timecode": "14:03:00:10", "rate": 25}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let data = test_bytes(12 * MIB, 41);
+    let first = app.create_asset(token, "C0002.MP4", data.len()).await;
+    let part = data.len().div_ceil(first.upload_urls.len());
+    let res = app
+        .put_part(&first.upload_urls[0], data[..part].to_vec())
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(notes(&app, &first.id).len(), 1, "waiting for the first");
+
+    let second = app.create_asset(token, "C0002.MP4", data.len()).await;
+    assert_ne!(second.id, first.id, "the first had bytes: it is superseded");
+    let kept = notes(&app, &second.id);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["timecode"], "14:03:00:10");
+    app.upload(&second, &data).await;
+    let kept = notes(&app, &second.id);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+}
+
+#[tokio::test]
+async fn a_comment_on_a_superseded_asset_or_a_duplicate_reaches_the_listed_clip() {
+    let app = spawn_app_with(&["--part-size", "5242880"]).await;
+    let tokens = app.pair("cam-comment-follow").await;
+    let token = &tokens.access_token;
+    let data = test_bytes(12 * MIB, 42);
+    let first = app.create_asset(token, "C0003.MP4", data.len()).await;
+    let part = data.len().div_ceil(first.upload_urls.len());
+    let res = app
+        .put_part(&first.upload_urls[0], data[..part].to_vec())
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let second = app.create_asset(token, "C0003.MP4", data.len()).await;
+    assert_ne!(second.id, first.id);
+    // The camera still knows the first id.
+    let res = comment(&app, token, &first.id, json!({"text": "to the old id"})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.expect("comment");
+    assert_eq!(body["asset_id"], second.id.as_str());
+    app.upload(&second, &data).await;
+    app.wait_complete(token, &second.id).await;
+
+    // The same card sent again: the copy is a duplicate of the listed clip.
+    let again = app.create_asset(token, "C0003.MP4", data.len()).await;
+    assert_ne!(again.id, second.id);
+    let res = comment(&app, token, &again.id, json!({"text": "on the copy"})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    app.upload(&again, &data).await;
+    app.wait_complete(token, &again.id).await;
+    let res = comment(
+        &app,
+        token,
+        &again.id,
+        json!({"text": "after it was a copy"}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let texts: Vec<String> = notes(&app, &second.id)
+        .iter()
+        .filter_map(|n| n["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        texts,
+        ["to the old id", "on the copy", "after it was a copy"],
+        "every comment reaches the clip people see"
+    );
+    // Still only the device's own assets.
+    let other = app.pair("cam-comment-other").await;
+    let res = comment(
+        &app,
+        &other.access_token,
+        &again.id,
+        json!({"text": "not mine"}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_fresh_client_id_takes_the_lowest_index_a_disconnected_channel_freed() {
+    // A device that registers a new client_id at each start would otherwise run out of
+    // indexes after 1024 starts.
+    let app = spawn_app().await;
+    let tokens = app.pair("cam-ch-reuse").await;
+    let token = &tokens.access_token;
+    let one = channel_ok(
+        &app,
+        token,
+        json!({"client_id": "boot-1", "device_model_id": "m"}),
+    )
+    .await;
+    let two = channel_ok(
+        &app,
+        token,
+        json!({"client_id": "boot-1b", "device_model_id": "m"}),
+    )
+    .await;
+    assert_eq!(one["external_index"], 1);
+    assert_eq!(two["external_index"], 2);
+    let path = format!(
+        "/v2/devices/channels/{}/disconnect",
+        one["id"].as_str().expect("id")
+    );
+    assert_eq!(
+        post_json(&app, token, &path, &json!({})).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let three = channel_ok(
+        &app,
+        token,
+        json!({"client_id": "boot-2", "device_model_id": "m"}),
+    )
+    .await;
+    assert_eq!(three["external_index"], 1, "{three}");
+    // Connected channels keep theirs; the next new one takes the next free index.
+    let four = channel_ok(
+        &app,
+        token,
+        json!({"client_id": "boot-2b", "device_model_id": "m"}),
+    )
+    .await;
+    assert_eq!(four["external_index"], 3, "{four}");
+    let listed_now = me(&app, token).await;
+    assert_eq!(listed(&listed_now, 1)["id"], three["id"]);
+    assert_eq!(listed(&listed_now, 2)["id"], two["id"]);
 }

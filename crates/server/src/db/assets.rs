@@ -141,6 +141,15 @@ pub enum PartRecord {
     Unknown,
 }
 
+/// What [`Db::create_superseding`] did.
+#[derive(Debug)]
+pub enum Superseding {
+    /// Made the asset, in the place of the assets named (none if they finished first).
+    Created(Asset, Vec<String>),
+    /// Made nothing: the create repeats this one, which nothing was sent to yet.
+    Retried(Asset),
+}
+
 /// One line of `rushes asset list`.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct AssetListing {
@@ -161,19 +170,23 @@ const RETRY_WINDOW_MS: i64 = 10 * 60 * 1000;
 /// How far apart the recording times of a create and its retry may be.
 const RETRY_CLOCK_SLACK_MS: i64 = 2_000;
 
-/// The asset an identical create made (see [`Db::retried_create`]), newest first.
+/// The asset an identical create made (see [`Db::retried_create`]). Of several (creates
+/// that raced), the one under the lowest name: the one the others yield to (see
+/// [`Db::yield_to_racing_twin`]).
 const RETRIED_CREATE: &str = "device_id = $1 AND name = $2 AND filesize = $3 AND realtime = 0
        AND state = 'uploading' AND created_at > $6
        AND $4 >= recorded_at - $5 AND $4 <= recorded_at + ($7 - created_at) + $5
        AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.asset_id = a.id AND p.received_at IS NOT NULL)
-     ORDER BY created_at DESC LIMIT 1";
+     ORDER BY LENGTH(a.path), a.path LIMIT 1";
 
-/// The device's unfinished planned asset of a name and size, newest first: what a create
-/// of the same file supersedes.
-const UNFINISHED_TWIN: &str = "SELECT id, path FROM assets
+/// The device's unfinished planned assets of a name and size on the same channel in the
+/// same folder (which encodes the day, TYPE and device), newest first: what a create of
+/// the same file supersedes. Two equal files on other channels or days are other clips.
+const UNFINISHED_TWINS: &str = "SELECT id, path FROM assets
      WHERE device_id = $1 AND name = $2 AND filesize = $3 AND project_id = $4
+       AND channel = $5 AND substr(path, 1, CAST($6 AS INTEGER)) = $7
        AND realtime = 0 AND state = 'uploading'
-     ORDER BY created_at DESC LIMIT 1";
+     ORDER BY created_at DESC";
 
 static RETRIED_CREATE_ID: LazyLock<String> =
     LazyLock::new(|| format!("SELECT a.id FROM assets a WHERE {RETRIED_CREATE}"));
@@ -497,118 +510,236 @@ impl Db {
         Ok(path)
     }
 
-    /// Whether the device has an unfinished planned asset of this name and size, which a
-    /// create would supersede (see [`Db::create_superseding`]). On SQLite it runs on the
-    /// request's thread, as the other lookups every create makes do.
-    pub async fn has_unfinished_twin(
-        &self,
-        project_id: &str,
-        device_id: &str,
-        name: &str,
-        filesize: u64,
-    ) -> DbResult<bool> {
+    /// The path of the device's unfinished planned asset of this file (same name, size,
+    /// channel and folder), which a create would supersede (see
+    /// [`Db::create_superseding`]). On SQLite it runs on the request's thread, as the other
+    /// lookups every create makes do.
+    pub async fn unfinished_twin(&self, new: &NewAsset, filesize: u64) -> DbResult<Option<String>> {
+        let prefix = format!("{}/", new.folder);
+        let prefix_len = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX);
         if let Some(inline) = &self.inline {
-            let found = inline.query_row(
-                UNFINISHED_TWIN,
+            return inline.query_row(
+                UNFINISHED_TWINS,
                 rusqlite::named_params! {
-                    "$1": device_id, "$2": name, "$3": to_i64(filesize), "$4": project_id,
+                    "$1": new.device_id, "$2": new.name.as_str(), "$3": to_i64(filesize),
+                    "$4": new.project_id, "$5": new.channel, "$6": prefix_len, "$7": prefix,
                 },
-                |row| row.get::<_, String>(0),
-            )?;
-            return Ok(found.is_some());
+                |row| row.get::<_, String>(1),
+            );
         }
-        let found: Option<(String, String)> = sqlx::query_as(UNFINISHED_TWIN)
-            .bind(device_id)
-            .bind(name)
+        let found: Option<(String, String)> = sqlx::query_as(UNFINISHED_TWINS)
+            .bind(&new.device_id)
+            .bind(new.name.as_str())
             .bind(to_i64(filesize))
-            .bind(project_id)
+            .bind(&new.project_id)
+            .bind(new.channel)
+            .bind(prefix_len)
+            .bind(prefix)
             .fetch_optional(self.pool())
             .await?;
-        Ok(found.is_some())
+        Ok(found.map(|(_, path)| path))
     }
 
-    /// Creates the planned asset `new` in the place of the device's unfinished asset of the
-    /// same name and size (same path, so the same name in the same folder), in one
-    /// transaction that marks the earlier one superseded by compare-and-set, gives up its
-    /// path and forgets its parts; returns the new asset and the superseded one's id. The
-    /// lookup runs inside the transaction, so racing creates each supersede the latest
-    /// (one asset is left uploading); with none left to supersede (its last part came
-    /// first), `new` is created as any asset is. `abort_upload_at`: when the store's
-    /// upload of the superseded asset (if it has one) may be aborted.
+    /// Creates the planned asset `new` in the place of every unfinished asset of the same
+    /// file (see [`Db::unfinished_twin`]): in one transaction it marks each superseded by
+    /// compare-and-set, gives up its path, forgets its parts and hands its comments and
+    /// markers (bound, or waiting for it) to the new asset, which then takes the first free
+    /// name (the earlier one's, no ` (2)`). The lookup runs inside the transaction, so
+    /// racing creates each supersede whatever is left (one asset stays uploading); with
+    /// none left to supersede (their last part came first), `new` is created as any asset
+    /// is. Returns the new asset and the ids it superseded. `abort_upload_at`: when the
+    /// store's upload of a superseded asset (if it has one) may be aborted.
     pub async fn create_superseding(
         &self,
         new: &NewAsset,
         filesize: u64,
         abort_upload_at: Millis,
-    ) -> DbResult<(Asset, Option<String>)> {
+    ) -> DbResult<Superseding> {
         let now = now_ms();
-        let mut row = AssetRow::new(new.clone());
+        let row = AssetRow::new(new.clone());
+        let prefix = format!("{}/", new.folder);
+        let prefix_len = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX);
         let mut tx = self.begin_write().await?;
-        let mut superseded = None;
+        // The repeated-create rule comes first, here too: a create racing the one it
+        // repeats (the device retrying before the first answer came) found no asset when
+        // it looked, but the first may be in by now.
+        let retried: Option<Asset> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ASSET_COLUMNS} FROM assets a WHERE {RETRIED_CREATE}"
+        )))
+        .bind(&new.device_id)
+        .bind(new.name.as_str())
+        .bind(to_i64(filesize))
+        .bind(new.recorded_at)
+        .bind(RETRY_CLOCK_SLACK_MS)
+        .bind(now - RETRY_WINDOW_MS)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(first) = retried.filter(|a| {
+            a.channel == new.channel
+                && a.path.starts_with(&prefix)
+                && a.project_id == new.project_id
+        }) {
+            return Ok(Superseding::Retried(first));
+        }
+        let mut superseded = Vec::new();
         // PostgreSQL: a compare-and-set that lost to a racing create looks again (a few
-        // times; then the asset is created beside the winner's).
+        // times; what is left then is superseded by the next create of the file).
         for _ in 0..8 {
-            let twin: Option<(String, String)> = sqlx::query_as(UNFINISHED_TWIN)
+            let twins: Vec<(String, String)> = sqlx::query_as(UNFINISHED_TWINS)
                 .bind(&new.device_id)
                 .bind(new.name.as_str())
                 .bind(to_i64(filesize))
                 .bind(&new.project_id)
-                .fetch_optional(&mut *tx)
+                .bind(new.channel)
+                .bind(prefix_len)
+                .bind(&prefix)
+                .fetch_all(&mut *tx)
                 .await?;
-            let Some((old_id, old_path)) = twin else {
-                break;
-            };
-            let retired = sqlx::query(
-                "UPDATE assets SET state = 'superseded', path = $1, superseded_by = $2,
-                                   next_check_at = NULL,
-                                   abort_upload_at = CASE WHEN upload_id IS NULL THEN NULL ELSE $3 END
-                 WHERE id = $4 AND state = 'uploading'",
-            )
-            .bind(retired_path(&old_id))
-            .bind(row.id().to_owned())
-            .bind(abort_upload_at)
-            .bind(&old_id)
-            .execute(&mut *tx)
-            .await?;
-            if retired.rows_affected() != 1 {
-                continue;
-            }
-            sqlx::query("DELETE FROM parts WHERE asset_id = $1")
+            let mut lost = false;
+            for (old_id, _) in twins {
+                // Markers waiting for the earlier asset are its own: bind them before it
+                // stops counting as its channel's clip.
+                super::comments::bind_waiting_markers(&mut tx, &old_id, row.id()).await?;
+                let retired = sqlx::query(
+                    "UPDATE assets SET state = 'superseded', path = $1, superseded_by = $2,
+                                       next_check_at = NULL,
+                                       abort_upload_at = CASE WHEN upload_id IS NULL THEN NULL ELSE $3 END
+                     WHERE id = $4 AND state = 'uploading'",
+                )
+                .bind(retired_path(&old_id))
+                .bind(row.id().to_owned())
+                .bind(abort_upload_at)
                 .bind(&old_id)
                 .execute(&mut *tx)
                 .await?;
-            let (folder, file) = old_path.rsplit_once('/').unwrap_or(("", &old_path));
-            row.new.folder = folder.to_owned();
-            row.suffix = (1..10_000)
-                .find(|&n| row.new.name.with_suffix(n) == file)
-                .unwrap_or(1);
-            superseded = Some(old_id);
-            break;
+                if retired.rows_affected() != 1 {
+                    lost = true;
+                    continue;
+                }
+                sqlx::query("DELETE FROM parts WHERE asset_id = $1")
+                    .bind(&old_id)
+                    .execute(&mut *tx)
+                    .await?;
+                superseded.push(old_id);
+            }
+            if !lost {
+                break;
+            }
         }
-        let asset = loop {
-            let made = insert_statement(&[&row], now, InsertSql::Portable)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(asset) = made {
-                break asset;
-            }
-            row.next_name();
-        };
-        if let Some(old_id) = &superseded {
-            // What the device said about the clip (comments, markers of the take being
-            // recorded) belongs to the clip, which is now the new asset.
-            for table in ["comments", "markers"] {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE {table} SET asset_id = $1 WHERE asset_id = $2"
-                )))
-                .bind(&asset.id)
-                .bind(old_id)
-                .execute(&mut *tx)
-                .await?;
-            }
+        let asset = insert_first_free(&mut tx, row, now).await?;
+        // What the device said about the clip (comments, markers of the take being
+        // recorded) belongs to the clip, which is now the new asset (comments name an
+        // existing asset, so they move once it is in).
+        for old_id in &superseded {
+            move_notes(&mut tx, old_id, &asset.id).await?;
         }
         tx.commit().await?;
-        Ok((asset, superseded))
+        Ok(Superseding::Created(asset, superseded))
+    }
+
+    /// Undoes [`Db::create_superseding`] when the new asset's store upload could not be
+    /// started (the device gets 503 and retries): in one transaction the new asset goes and
+    /// the assets it superseded are unfinished again, with their names back and their
+    /// comments and markers. Their parts are learnt again from the store (S3 kept their
+    /// uploads open: `next_check_at` lists them at once).
+    pub async fn undo_superseding(&self, new_id: &str) -> DbResult<()> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let Some(new) = fetch_asset(&mut tx, new_id).await? else {
+            return Ok(());
+        };
+        let folder = new.path.rsplit_once('/').map_or("", |(f, _)| f).to_owned();
+        let restored: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM assets WHERE superseded_by = $1 AND state = 'superseded' ORDER BY created_at DESC",
+        )
+        .bind(new_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        // The newest earlier asset gets the notes back (the one the device last knew).
+        if let Some(heir) = restored.first() {
+            move_notes(&mut tx, new_id, heir).await?;
+        }
+        sqlx::query("DELETE FROM parts WHERE asset_id = $1")
+            .bind(new_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM assets WHERE id = $1")
+            .bind(new_id)
+            .execute(&mut *tx)
+            .await?;
+        for id in &restored {
+            sqlx::query(
+                "UPDATE assets SET state = 'uploading', superseded_by = NULL, abort_upload_at = NULL,
+                                   next_check_at = CASE WHEN upload_id IS NULL THEN NULL ELSE $1 END
+                 WHERE id = $2",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(old) = fetch_asset(&mut tx, id).await? {
+                let name = AssetName::parse(&old.name).map_err(sqlx::Error::Protocol)?;
+                rename_asset(&mut tx, &old, &folder, &name).await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// For a planned asset that got a ` (N)` name because a racing create of the same file
+    /// (same device, name, size, channel, folder and recording time, nothing received yet)
+    /// took the name first: the device is retrying a create whose answer has not arrived.
+    /// Then this asset goes (its markers to the other) and the other, the one holding the
+    /// lowest name, is the answer, so every racer answers with the same asset. `None`: no
+    /// such twin, keep this one.
+    pub async fn yield_to_racing_twin(&self, asset: &Asset) -> DbResult<Option<Asset>> {
+        let (Some(filesize), false) = (asset.filesize, asset.is_realtime()) else {
+            return Ok(None);
+        };
+        let folder = asset.path.rsplit_once('/').map_or("", |(f, _)| f);
+        let prefix = format!("{folder}/");
+        let mut tx = self.begin_write().await?;
+        let twin: Option<Asset> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ASSET_COLUMNS} FROM assets a
+             WHERE device_id = $1 AND project_id = $2 AND name = $3 AND filesize = $4
+               AND channel = $5 AND substr(path, 1, CAST($6 AS INTEGER)) = $7
+               AND realtime = 0 AND state = 'uploading' AND id <> $8
+               AND recorded_at >= $9 AND recorded_at <= $10 AND created_at > $11
+               AND (LENGTH(path) < LENGTH($12) OR (LENGTH(path) = LENGTH($12) AND path < $12))
+               AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.asset_id = a.id AND p.received_at IS NOT NULL)
+             ORDER BY LENGTH(path), path LIMIT 1"
+        )))
+        .bind(&asset.device_id)
+        .bind(&asset.project_id)
+        .bind(&asset.name)
+        .bind(filesize)
+        .bind(asset.channel)
+        .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+        .bind(prefix.clone())
+        .bind(&asset.id)
+        .bind(asset.recorded_at - RETRY_CLOCK_SLACK_MS)
+        .bind(asset.recorded_at + RETRY_CLOCK_SLACK_MS)
+        .bind(now_ms() - RETRY_WINDOW_MS)
+        .bind(&asset.path)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(twin) = twin else {
+            return Ok(None);
+        };
+        move_notes(&mut tx, &asset.id, &twin.id).await?;
+        sqlx::query("DELETE FROM parts WHERE asset_id = $1")
+            .bind(&asset.id)
+            .execute(&mut *tx)
+            .await?;
+        let gone = sqlx::query("DELETE FROM assets WHERE id = $1 AND state = 'uploading'")
+            .bind(&asset.id)
+            .execute(&mut *tx)
+            .await?;
+        if gone.rows_affected() != 1 {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(twin))
     }
 
     /// The complete clip of the same device, name and size in the same folder as `asset`
@@ -652,7 +783,8 @@ impl Db {
     }
 
     /// Records an assembled asset as a duplicate of the complete clip `original` (compare-
-    /// and-set from `assembling`), giving up its path. True if this call did it.
+    /// and-set from `assembling`), giving up its path and handing its comments and markers
+    /// to `original`. True if this call did it.
     pub async fn mark_duplicate(
         &self,
         asset_id: &str,
@@ -660,22 +792,29 @@ impl Db {
         sha256: &str,
         filesize: u64,
     ) -> DbResult<bool> {
-        let done = self
-            .write(
-                sqlx::query(
-                    "UPDATE assets SET state = 'duplicate', duplicate_of = $1, path = $2,
-                                   sha256 = $3, filesize = $4, completed_at = $5
-                     WHERE id = $6 AND state = 'assembling'",
-                )
-                .bind(original)
-                .bind(retired_path(asset_id))
-                .bind(sha256)
-                .bind(to_i64(filesize))
-                .bind(now_ms())
-                .bind(asset_id),
-            )
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.begin_write().await?;
+        // Markers waiting for the duplicate are the clip's: bind them while it still counts.
+        super::comments::bind_waiting_markers(&mut tx, asset_id, original).await?;
+        let done = sqlx::query(
+            "UPDATE assets SET state = 'duplicate', duplicate_of = $1, path = $2,
+                               sha256 = $3, filesize = $4, completed_at = $5
+             WHERE id = $6 AND state = 'assembling'",
+        )
+        .bind(original)
+        .bind(retired_path(asset_id))
+        .bind(sha256)
+        .bind(to_i64(filesize))
+        .bind(now_ms())
+        .bind(asset_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        // What the device said about the clip sent again belongs to the clip people see.
+        move_notes(&mut tx, asset_id, original).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Assets for `rushes asset list` (and the web UI): superseded uploads and duplicates of
@@ -725,6 +864,34 @@ async fn fetch_asset(tx: &mut Tx, id: &str) -> DbResult<Option<Asset>> {
     .bind(id)
     .fetch_optional(&mut **tx)
     .await
+}
+
+/// Hands the comments and markers of asset `from` to asset `to` (the clip that takes its
+/// place: a re-created asset, the original of a duplicate).
+async fn move_notes(tx: &mut Tx, from: &str, to: &str) -> DbResult<()> {
+    for table in ["comments", "markers"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET asset_id = $1 WHERE asset_id = $2"
+        )))
+        .bind(to)
+        .bind(from)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Inserts `row` under the first free name in its folder.
+async fn insert_first_free(tx: &mut Tx, mut row: AssetRow, now: Millis) -> DbResult<Asset> {
+    loop {
+        let made = insert_statement(&[&row], now, InsertSql::Portable)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(asset) = made {
+            return Ok(asset);
+        }
+        row.next_name();
+    }
 }
 
 /// Whether every byte of the asset has arrived.

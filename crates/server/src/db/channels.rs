@@ -46,8 +46,9 @@ pub enum ChannelCreated {
 const COLUMNS: &str = "id, device_id, client_id, external_index, name, asset_type,
      real_time_logging_capable, disconnected_at, created_at, updated_at";
 
-/// Indexes stay below this (the asset create accepts `channel` up to 1024).
-const MAX_INDEX: i64 = 1024;
+/// The highest channel index: what a device may register, and name in an asset create, a
+/// pause or a marker.
+pub const MAX_CHANNEL: i64 = 1024;
 
 impl Db {
     pub async fn create_channel(
@@ -95,15 +96,28 @@ impl Db {
             tx.commit().await?;
             return Ok(ChannelCreated::Reconnected(back));
         }
-        let highest: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(external_index) FROM channels WHERE device_id = $1")
-                .bind(device_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        let index = highest.unwrap_or(0) + 1;
-        if index > MAX_INDEX {
+        // The lowest index no connected channel holds. A device may register a fresh
+        // `client_id` each time it starts, so indexes of disconnected channels are taken
+        // again (their rows go: the index is what assets, pauses and markers name, and a
+        // `client_id` coming back later simply gets a free index of its own).
+        let connected: Vec<i64> = sqlx::query_scalar(
+            "SELECT external_index FROM channels WHERE device_id = $1 AND disconnected_at IS NULL
+             ORDER BY external_index",
+        )
+        .bind(device_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(index) = lowest_free(&connected) else {
             return Ok(ChannelCreated::Full);
-        }
+        };
+        sqlx::query(
+            "DELETE FROM channels WHERE device_id = $1 AND external_index = $2
+               AND disconnected_at IS NOT NULL",
+        )
+        .bind(device_id)
+        .bind(index)
+        .execute(&mut *tx)
+        .await?;
         let channel = ChannelRow {
             id: new_id(),
             device_id: device_id.to_owned(),
@@ -253,9 +267,38 @@ impl Db {
     }
 }
 
+/// The lowest index from 1 to [`MAX_CHANNEL`] not in `taken` (sorted ascending).
+fn lowest_free(taken: &[i64]) -> Option<i64> {
+    let mut next = 1;
+    for &index in taken {
+        if index > next {
+            break;
+        }
+        if index == next {
+            next += 1;
+        }
+    }
+    (next <= MAX_CHANNEL).then_some(next)
+}
+
 /// A channel's `asset_type` as the API names it (`video`, `audio`, `data`).
 pub fn media_type(api_name: &str) -> Option<MediaType> {
     [MediaType::Video, MediaType::Audio, MediaType::Data]
         .into_iter()
         .find(|t| t.api_name().eq_ignore_ascii_case(api_name.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lowest_index_no_connected_channel_holds_is_taken() {
+        assert_eq!(lowest_free(&[]), Some(1));
+        assert_eq!(lowest_free(&[1, 2, 4]), Some(3));
+        assert_eq!(lowest_free(&[2, 3]), Some(1));
+        let all: Vec<i64> = (1..=MAX_CHANNEL).collect();
+        assert_eq!(lowest_free(&all), None);
+        assert_eq!(lowest_free(&all[1..]), Some(1));
+    }
 }

@@ -7,9 +7,9 @@
 //! creates within [`MARKER_WAIT_MS`]; that match is made when notes are read, so the asset
 //! create (the hottest write) does no extra work for markers.
 
-use super::{Db, DbResult, new_id};
+use super::{Db, DbResult, Tx, new_id};
 use crate::clock::{Millis, now_ms};
-use crate::domain::timecode::{Rate, Timecode};
+use crate::domain::timecode::Rate;
 
 /// How long an unbound marker waits for its channel's next clip.
 pub const MARKER_WAIT_MS: Millis = 10 * 60 * 1000;
@@ -61,37 +61,32 @@ pub struct ClipNote {
     pub created_at: i64,
 }
 
-/// A clip's notes in time order: comments on the whole clip first, then everything with a
-/// place in the clip by that place, ties in the order they were made.
+/// A clip's notes in the order the server received them.
 ///
-/// Rushes does not probe clips' frame rates yet, so the clip's rate is that of its first
-/// marker (the device's own word for it); without markers, comments stay frame numbers.
+/// Not by place in the clip: a marker's timecode is the camera's SMPTE time (time of day or
+/// record run, 01:00:00:00 and on), a comment's frame counts from the clip's start, and
+/// Rushes knows neither the clip's start timecode nor, in general, its frame rate, so the
+/// two cannot be put on one line. Arrival is an order both share, and for real-time logging
+/// it is the order things happened. Each note shows what it carries: a marker its timecode
+/// as sent; a comment its frame, and that frame as a timecode only when a rate is known
+/// (the clip's first marker's, the device's own word for it).
 fn timeline(mut rows: Vec<NoteRow>) -> Vec<ClipNote> {
     rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     let clip_rate = rows
         .iter()
         .find_map(|r| r.rate_millis.and_then(Rate::from_millis));
-    let mut keyed: Vec<((bool, i64), ClipNote)> = rows
-        .into_iter()
+    rows.into_iter()
         .map(|r| {
             let marker_rate = r.rate_millis.and_then(Rate::from_millis);
-            let (position, timecode, rate) = match (r.timecode, marker_rate, r.frame) {
-                (Some(tc), Some(rate), _) => {
-                    let frames = Timecode::parse(&tc, rate).map_or(0, |t| t.frames());
-                    (Some(rate.position_ms(frames)), Some(tc), Some(rate))
-                }
-                (Some(tc), None, _) => (Some(0), Some(tc), None),
-                (None, _, Some(frame)) => match clip_rate {
-                    Some(rate) => (
-                        Some(rate.position_ms(frame)),
-                        Some(rate.timecode_of(frame)),
-                        Some(rate),
-                    ),
-                    None => (Some(frame), None, None),
+            let (timecode, rate) = match (r.timecode, r.frame) {
+                (Some(tc), _) => (Some(tc), marker_rate),
+                (None, Some(frame)) => match clip_rate {
+                    Some(rate) => (Some(rate.timecode_of(frame)), Some(rate)),
+                    None => (None, None),
                 },
-                (None, _, None) => (None, None, None),
+                (None, None) => (None, None),
             };
-            let note = ClipNote {
+            ClipNote {
                 kind: if r.kind == "marker" {
                     "marker"
                 } else {
@@ -105,13 +100,9 @@ fn timeline(mut rows: Vec<NoteRow>) -> Vec<ClipNote> {
                 input: r.input_index,
                 author: r.author,
                 created_at: r.created_at,
-            };
-            ((position.is_some(), position.unwrap_or(0)), note)
+            }
         })
-        .collect();
-    // A stable sort keeps the creation order among equals.
-    keyed.sort_by_key(|(key, _)| *key);
-    keyed.into_iter().map(|(_, note)| note).collect()
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -155,23 +146,35 @@ impl Db {
         Ok(comment)
     }
 
-    /// Whether `asset_id` is an asset `device_id` made in `project_id` (the only assets a
-    /// device may comment on).
-    pub async fn is_own_asset(
+    /// The clip in the place of `asset_id`, if `asset_id` is an asset `device_id` made in
+    /// `project_id` (the only assets a device may comment on or be answered with): the
+    /// asset itself, or, when it was superseded or is a duplicate, the clip that took its
+    /// place (its comments were moved there, and so go new ones).
+    pub async fn live_clip(
         &self,
         asset_id: &str,
         device_id: &str,
         project_id: &str,
-    ) -> DbResult<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM assets WHERE id = $1 AND device_id = $2 AND project_id = $3",
-        )
-        .bind(asset_id)
-        .bind(device_id)
-        .bind(project_id)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(n > 0)
+    ) -> DbResult<Option<String>> {
+        let mut id = asset_id.to_owned();
+        // Each hop is a newer asset (or the original a duplicate names); a chain is short.
+        for _ in 0..64 {
+            let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT superseded_by, duplicate_of FROM assets
+                 WHERE id = $1 AND device_id = $2 AND project_id = $3",
+            )
+            .bind(&id)
+            .bind(device_id)
+            .bind(project_id)
+            .fetch_optional(self.pool())
+            .await?;
+            match row {
+                None => return Ok(None),
+                Some((Some(next), _) | (None, Some(next))) => id = next,
+                Some((None, None)) => return Ok(Some(id)),
+            }
+        }
+        Ok(Some(id))
     }
 
     /// Records a marker on the clip the channel is recording (its newest unfinished asset
@@ -206,7 +209,7 @@ impl Db {
         tx.commit().await
     }
 
-    /// A clip's comments and markers in time order (`None`: no such clip).
+    /// A clip's comments and markers in the order they arrived (`None`: no such clip).
     pub async fn clip_notes(&self, asset_id: &str) -> DbResult<Option<Vec<ClipNote>>> {
         let asset: Option<(String, i64, i64)> =
             sqlx::query_as("SELECT device_id, channel, created_at FROM assets WHERE id = $1")
@@ -226,7 +229,8 @@ impl Db {
         .fetch_all(self.pool())
         .await?;
         // Bound to this clip, or waiting for it: unbound, from its channel, at most
-        // MARKER_WAIT_MS before it was created, with no clip of the channel created between.
+        // MARKER_WAIT_MS before it was created, with no clip of the channel created between
+        // (a superseded asset or a duplicate is no clip: it handed its markers on).
         let markers: Vec<NoteRow> = sqlx::query_as(
             "SELECT 'marker' AS kind, m.id, '' AS body, CAST(NULL AS BIGINT) AS frame, m.timecode, m.rate_millis,
                     m.input_index, d.name AS author, m.created_at
@@ -237,6 +241,7 @@ impl Db {
                     AND NOT EXISTS (
                         SELECT 1 FROM assets b
                         WHERE b.device_id = $2 AND b.channel = $3 AND b.created_at >= m.created_at
+                          AND b.state NOT IN ('superseded', 'duplicate')
                           AND (b.created_at < $4 OR (b.created_at = $4 AND b.id < $1))))",
         )
         .bind(asset_id)
@@ -249,6 +254,39 @@ impl Db {
         notes.extend(markers);
         Ok(Some(timeline(notes)))
     }
+}
+
+/// Binds to `target` the unbound markers that wait for asset `anchor` (the rule of
+/// [`Db::clip_notes`]), before `anchor` stops being a clip of its own (superseded by
+/// `target`, or a duplicate of it): otherwise they would wait for the wrong clip.
+pub(super) async fn bind_waiting_markers(tx: &mut Tx, anchor: &str, target: &str) -> DbResult<()> {
+    let asset: Option<(String, i64, i64)> =
+        sqlx::query_as("SELECT device_id, channel, created_at FROM assets WHERE id = $1")
+            .bind(anchor)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some((device_id, channel, created_at)) = asset else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE markers SET asset_id = $1
+         WHERE asset_id IS NULL AND device_id = $2 AND channel = $3
+           AND created_at <= $4 AND created_at >= $5
+           AND NOT EXISTS (
+               SELECT 1 FROM assets b
+               WHERE b.device_id = $2 AND b.channel = $3 AND b.created_at >= markers.created_at
+                 AND b.state NOT IN ('superseded', 'duplicate')
+                 AND (b.created_at < $4 OR (b.created_at = $4 AND b.id < $6)))",
+    )
+    .bind(target)
+    .bind(&device_id)
+    .bind(channel)
+    .bind(created_at)
+    .bind(created_at - MARKER_WAIT_MS)
+    .bind(anchor)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -284,26 +322,30 @@ mod tests {
     }
 
     #[test]
-    fn whole_clip_comments_come_first_then_the_time_line() {
+    fn notes_come_in_the_order_they_arrived_whatever_they_carry() {
+        // A marker's record-run timecode (an hour in) and comments' frames from 0 are on
+        // no common line: arrival orders them.
         let notes = timeline(vec![
-            comment("late", Some(250), 1),
-            marker("m", "00:00:05:00", 25_000, 2),
+            comment("late", Some(250), 4),
+            marker("m", "01:00:05:00", 25_000, 2),
             comment("whole", None, 3),
-            comment("early", Some(25), 4),
+            comment("early", Some(25), 1),
         ]);
         let order: Vec<&str> = notes.iter().map(|n| n.id.as_str()).collect();
-        assert_eq!(order, ["whole", "early", "m", "late"]);
-        // Comments' frames are shown at the marker's rate.
-        assert_eq!(notes[1].timecode.as_deref(), Some("00:00:01:00"));
+        assert_eq!(order, ["early", "m", "whole", "late"]);
+        // The marker's timecode as sent; comments' frames at the marker's rate.
+        assert_eq!(notes[1].timecode.as_deref(), Some("01:00:05:00"));
+        assert_eq!(notes[1].rate.as_deref(), Some("25"));
+        assert_eq!(notes[0].timecode.as_deref(), Some("00:00:01:00"));
         assert_eq!(notes[3].timecode.as_deref(), Some("00:00:10:00"));
-        assert_eq!(notes[2].rate.as_deref(), Some("25"));
+        assert_eq!(notes[2].timecode, None);
     }
 
     #[test]
-    fn without_a_rate_comments_stay_frames_in_frame_order() {
+    fn without_a_rate_comments_stay_frames() {
         let notes = timeline(vec![comment("b", Some(9), 1), comment("a", Some(3), 2)]);
-        assert_eq!(notes[0].id, "a");
-        assert_eq!(notes[0].timecode, None);
-        assert_eq!(notes[0].frame, Some(3));
+        assert_eq!(notes[0].id, "b");
+        assert_eq!(notes[1].timecode, None);
+        assert_eq!(notes[1].frame, Some(3));
     }
 }

@@ -37,8 +37,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Connection, Executor};
 
-pub use assets::{Asset, AssetListing, AssetState, NewAsset, Part, PartRecord};
-pub use channels::{ChannelCreated, ChannelRow, NewChannel, media_type};
+pub use assets::{Asset, AssetListing, AssetState, NewAsset, Part, PartRecord, Superseding};
+pub use channels::{ChannelCreated, ChannelRow, MAX_CHANNEL, NewChannel, media_type};
 pub use check::CheckReport;
 pub use comments::{ClipNote, CommentRow, NewMarker};
 pub use devices::{DeviceListing, DeviceRecord, DeviceStatus};

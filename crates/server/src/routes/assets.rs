@@ -9,34 +9,21 @@ use axum::response::{IntoResponse, Response};
 use rushes_proto::asset::{
     Asset as AssetBody, MissingPart, RealtimeAsset, UploadStatus, UploadUrls,
 };
-use rushes_proto::parts::{MAX_FILESIZE, MIN_PART_SIZE, PartPlan};
+use rushes_proto::parts::{MAX_FILESIZE, MAX_PART_SIZE, MIN_PART_SIZE, PartPlan};
 use serde_json::Value;
 
 use crate::clock::{date_folder, now_ms, rfc3339};
-use crate::db::{Asset, AssetState, Authenticated, NewAsset};
+use crate::db::{Asset, AssetState, Authenticated, MAX_CHANNEL, NewAsset, Superseding};
 use crate::domain::names::{folder_name, mime_from_name, parse_mime};
 use crate::domain::{AssetName, MediaType};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{BaseUrl, Device, Fields};
+use crate::extract::{BaseUrl, Device, Fields, require_asset_create};
 use crate::media::BeginError;
 use crate::state::AppState;
 use crate::{finalise, part_watch};
 
 /// Recording offsets beyond this (about 50 years) are nonsense rather than old footage.
 const MAX_OFFSET_SECS: i64 = 50 * 365 * 24 * 3600;
-const MAX_CHANNEL: i64 = 1024;
-/// Largest single part (S3's limit).
-const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
-
-fn require_asset_create(device: &Authenticated) -> ApiResult<()> {
-    if device.scopes.asset_create() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "This token was not granted the asset_create scope.",
-        ))
-    }
-}
 
 fn url_expiry(state: &AppState) -> i64 {
     now_ms() / 1000 + i64::try_from(state.config.upload_url_lifetime.as_secs()).unwrap_or(86_400)
@@ -137,9 +124,11 @@ pub async fn create(
     // second one: same device, name, size and recording time, nothing received yet.
     if let (false, Some(size)) = (realtime, filesize)
         && let Some(asset) =
-            retried_create(&state, &device, name.as_str(), size, recorded_at).await?
+            retried_create(&state, &device, name.as_str(), size, recorded_at, channel).await?
     {
         tracing::info!(asset = %asset.id, path = %asset.path, "asset create repeated; answering with the asset it made");
+        // The first create may still be starting its store upload.
+        let asset = racing_twin_started(&state, asset).await?;
         return planned_answer(&state, &base_url, asset);
     }
     // A channel that declared its asset_type decides the TYPE folder (c2c-api.md §5).
@@ -183,11 +172,18 @@ pub async fn create(
         auto_version_id,
         plan,
     };
-    let asset = match (plan, filesize) {
-        (Some(_), Some(size)) => create_or_supersede(&state, &new, size).await?,
-        _ => state.db.create_asset(&new).await?,
+    let (asset, superseded) = match (plan, filesize) {
+        (Some(_), Some(size)) => match create_or_supersede(&state, &new, size).await? {
+            Created::New(asset, superseded) => (asset, superseded),
+            Created::Racing(asset) => return planned_answer(&state, &base_url, asset),
+        },
+        _ => (state.db.create_asset(&new).await?, Vec::new()),
     };
-    let asset = begin_upload(&state, asset).await?;
+    let asset = begin_upload(&state, asset, !superseded.is_empty()).await?;
+    for old in &superseded {
+        state.media.discard_parts(old).await;
+        tracing::info!(asset = %asset.id, superseded = %old, path = %asset.path, "asset created again before it finished; the new one takes its place");
+    }
     tracing::info!(asset = %asset.id, path = %asset.path, realtime, "asset created");
     if plan.is_none() {
         return Ok(Json(RealtimeAsset {
@@ -210,30 +206,78 @@ fn requested_parts(fields: &Fields) -> Option<i64> {
 /// rounding of URL expiry to seconds, and some slack for the store's clock.
 const SUPERSEDED_ABORT_SLACK_MS: i64 = 5_000;
 
-/// Creates a planned asset, superseding the device's unfinished asset of the same name and
-/// size if there is one (c2c-api.md §4, re-created assets): the new asset takes its path,
-/// and the earlier one's received parts are dropped. A supersede that loses a race (the
-/// earlier asset's last part came first, or another create superseded it) looks again.
-async fn create_or_supersede(state: &AppState, new: &NewAsset, size: u64) -> ApiResult<Asset> {
+/// What [`create_or_supersede`] made.
+enum Created {
+    /// A new asset (its store upload not started yet), and the ids of the assets it
+    /// superseded, whose parts are to be dropped once the new upload is started.
+    New(Asset, Vec<String>),
+    /// A create racing another create of the same file (the device retrying before the
+    /// first answer came): the other's asset, upload started, is the answer.
+    Racing(Asset),
+}
+
+/// How long a create racing another create of the same file waits for that one's store
+/// upload to be started before answering 503 (the device retries).
+const RACING_UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Creates a planned asset, superseding the device's unfinished assets of the same file
+/// (same name, size, channel and folder) if there are any (c2c-api.md §4, re-created
+/// assets): the new asset takes their place and name, and their received parts are
+/// dropped. A create that found no such asset but lost the name to a racing create of the
+/// same file answers with that one (see `Db::yield_to_racing_twin`).
+async fn create_or_supersede(state: &AppState, new: &NewAsset, size: u64) -> ApiResult<Created> {
     // Nearly every create supersedes nothing: it goes the usual (batched) way.
-    if !state
-        .db
-        .has_unfinished_twin(&new.project_id, &new.device_id, new.name.as_str(), size)
-        .await?
-    {
-        return Ok(state.db.create_asset(new).await?);
+    if state.db.unfinished_twin(new, size).await?.is_none() {
+        let asset = state.db.create_asset(new).await?;
+        if asset.path == format!("{}/{}", new.folder, new.name.as_str()) {
+            return Ok(Created::New(asset, Vec::new()));
+        }
+        let Some(twin) = state.db.yield_to_racing_twin(&asset).await? else {
+            return Ok(Created::New(asset, Vec::new()));
+        };
+        tracing::info!(asset = %twin.id, path = %twin.path, "asset created twice at once; answering with the first");
+        return Ok(Created::Racing(racing_twin_started(state, twin).await?));
     }
     // Every URL handed out for the earlier asset expires within one lifetime from now; its
     // store upload (S3) stays open until then, so a late PUT is still answered 200.
     let abort_at = now_ms()
         + i64::try_from(state.config.upload_url_lifetime.as_millis()).unwrap_or(i64::MAX / 2)
         + SUPERSEDED_ABORT_SLACK_MS;
-    let (asset, superseded) = state.db.create_superseding(new, size, abort_at).await?;
-    if let Some(old) = superseded {
-        state.media.discard_parts(&old).await;
-        tracing::info!(asset = %asset.id, superseded = %old, path = %asset.path, "asset created again before it finished; the new one takes its place");
+    match state.db.create_superseding(new, size, abort_at).await? {
+        Superseding::Created(asset, superseded) => Ok(Created::New(asset, superseded)),
+        Superseding::Retried(first) => {
+            tracing::info!(asset = %first.id, path = %first.path, "asset create repeated at once; answering with the asset it made");
+            Ok(Created::Racing(racing_twin_started(state, first).await?))
+        }
     }
-    Ok(asset)
+}
+
+/// The racing twin (or the asset that superseded it since, another racer) once its store
+/// upload is started (at once with the local store) and it is visible to this request; 503
+/// if that does not happen soon (the twin was undone: the store is unreachable).
+async fn racing_twin_started(state: &AppState, twin: Asset) -> ApiResult<Asset> {
+    let deadline = tokio::time::Instant::now() + RACING_UPLOAD_WAIT;
+    loop {
+        let live = state
+            .db
+            .live_clip(&twin.id, &twin.device_id, &twin.project_id)
+            .await?;
+        let asset = match live {
+            Some(id) => state.db.asset(&id).await?,
+            None => None,
+        };
+        match asset {
+            Some(asset) if state.s3.is_none() || asset.remote_upload().is_some() => {
+                return Ok(asset);
+            }
+            // Not started yet, or not visible yet (on SQLite the writer may not have
+            // committed the other create's transaction to the readers), or gone (undone).
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            _ => return Err(ApiError::store_unavailable()),
+        }
+    }
 }
 
 /// The asset an identical create just made, if nothing was sent to it yet (see
@@ -245,13 +289,16 @@ async fn retried_create(
     name: &str,
     size: u64,
     recorded_at: i64,
+    channel: i64,
 ) -> ApiResult<Option<Asset>> {
     let find = || {
         state
             .db
             .retried_create(&device.device_id, name, size, recorded_at)
     };
-    let Some(candidate) = find().await? else {
+    // The same file from another channel (a second recorder naming its clips the same
+    // way) is another clip, not this create's retry.
+    let Some(candidate) = find().await?.filter(|a| a.channel == channel) else {
         return Ok(None);
     };
     let Some(s3) = &state.s3 else {
@@ -295,8 +342,9 @@ fn planned_answer(state: &AppState, base_url: &str, asset: Asset) -> ApiResult<R
 /// Starts the media store's own upload for a new asset (S3's multipart upload). A key in
 /// use (an object the database does not know, or the first key of a renamed upload) makes
 /// the asset take the next free name; a store that cannot be reached undoes the asset and
-/// answers 503, so the device retries.
-async fn begin_upload(state: &AppState, mut asset: Asset) -> ApiResult<Asset> {
+/// answers 503, so the device retries. Undoing an asset that superseded others
+/// (`superseding`) gives them back their place, names and notes, in one transaction.
+async fn begin_upload(state: &AppState, mut asset: Asset, superseding: bool) -> ApiResult<Asset> {
     if state.s3.is_none() {
         // The local store has no upload to start and no object keys to collide.
         return Ok(asset);
@@ -326,16 +374,25 @@ async fn begin_upload(state: &AppState, mut asset: Asset) -> ApiResult<Asset> {
             }
             Err(BeginError::Unavailable(why)) => {
                 tracing::error!(asset = %asset.id, error = %why, "starting an upload in the media store failed");
-                state.db.discard_new_asset(&asset.id).await?;
+                undo_new_asset(state, &asset.id, superseding).await?;
                 return Err(ApiError::store_unavailable());
             }
         }
     }
-    state.db.discard_new_asset(&asset.id).await?;
+    undo_new_asset(state, &asset.id, superseding).await?;
     Err(ApiError::Internal(anyhow::anyhow!(
         "no free name for {} in the media store",
         asset.path
     )))
+}
+
+async fn undo_new_asset(state: &AppState, id: &str, superseding: bool) -> ApiResult<()> {
+    if superseding {
+        state.db.undo_superseding(id).await?;
+    } else {
+        state.db.discard_new_asset(id).await?;
+    }
+    Ok(())
 }
 
 /// Upload URLs for `parts` (number, size) of `asset`, in order.

@@ -12,10 +12,10 @@ use rushes_proto::device::{Channel, Comment};
 use serde_json::Value;
 
 use crate::clock::rfc3339;
-use crate::db::{Authenticated, ChannelCreated, ChannelRow, DeviceRecord, NewChannel, NewMarker};
+use crate::db::{ChannelCreated, ChannelRow, DeviceRecord, MAX_CHANNEL, NewChannel, NewMarker};
 use crate::domain::timecode::{Rate, Timecode};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Device, Fields};
+use crate::extract::{Device, Fields, require_asset_create};
 use crate::state::AppState;
 
 /// Longest comment, in characters (the contract's bound).
@@ -25,16 +25,6 @@ const MAX_LABEL_CHARS: usize = 255;
 /// Frame numbers beyond this (35 years at 1000 fps) are nonsense, not footage.
 const MAX_FRAME: i64 = 1 << 40;
 const MAX_INPUT_INDEX: i64 = 1024;
-
-fn require_asset_create(device: &Authenticated) -> ApiResult<()> {
-    if device.scopes.asset_create() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "This token was not granted the asset_create scope.",
-        ))
-    }
-}
 
 fn no_such_channel() -> ApiError {
     ApiError::not_found("No such channel on this device.")
@@ -158,7 +148,7 @@ pub async fn create(
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "Too Many Channels",
-                "This device has registered as many channels as it may (1024).",
+                format!("This device has {MAX_CHANNEL} channels connected, as many as it may."),
             ));
         }
         ChannelCreated::Exists => {
@@ -213,13 +203,15 @@ pub async fn comment(
     fields: Fields,
 ) -> ApiResult<Json<Comment>> {
     require_asset_create(&device)?;
-    if !state
+    // A comment on an asset that was re-created, or sent again as a duplicate, goes to the
+    // clip that took its place: the superseded asset and the duplicate are never shown.
+    let Some(clip) = state
         .db
-        .is_own_asset(&asset_id, &device.device_id, &device.project_id)
+        .live_clip(&asset_id, &device.device_id, &device.project_id)
         .await?
-    {
+    else {
         return Err(ApiError::not_found("No such asset."));
-    }
+    };
     let text = match fields.map.get("text") {
         Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) => return Err(ApiError::invalid_field("text", "is required")),
@@ -241,7 +233,7 @@ pub async fn comment(
     }
     let row = state
         .db
-        .add_comment(&asset_id, &device.device_id, &text, frame)
+        .add_comment(&clip, &device.device_id, &text, frame)
         .await?;
     Ok(Json(Comment {
         id: row.id,

@@ -27,7 +27,7 @@ struct AssetPage {
     filetype: String,
     preview: &'static str,
     complete: bool,
-    /// Comments and markers from the device, in time order (see `Db::clip_notes`).
+    /// Comments and markers from the device, in the order they arrived (see `Db::clip_notes`).
     notes: Vec<ClipNote>,
 }
 
