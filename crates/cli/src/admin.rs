@@ -141,14 +141,14 @@ pub enum DeviceCommand {
     Pause {
         device: String,
         /// Only this channel of the device (its index, as assets name it).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..=1024))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..=rushes_server::db::MAX_CHANNEL))]
         channel: Option<i64>,
     },
     /// (server) Accept uploads again.
     Resume {
         device: String,
         /// Only this channel of the device.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..=1024))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..=rushes_server::db::MAX_CHANNEL))]
         channel: Option<i64>,
     },
     /// With DEVICE (server): revoke that device's tokens, it must pair again. Without

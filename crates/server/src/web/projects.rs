@@ -456,12 +456,15 @@ pub async fn device_action(
     let channel = match form.channel.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(raw) => match raw.parse::<i64>() {
-            Ok(index) if (0..=1024).contains(&index) => Some(index),
+            Ok(index) if (0..=crate::db::MAX_CHANNEL).contains(&index) => Some(index),
             _ => {
                 return error_page(
                     user.nav(),
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "A channel is a number from 0 to 1024.",
+                    &format!(
+                        "A channel is a number from 0 to {}.",
+                        crate::db::MAX_CHANNEL
+                    ),
                 );
             }
         },
