@@ -5,44 +5,18 @@
 //! have their tests next to the features: see THREATS.md.)
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::client::TlsStream;
 
 use crate::helpers::*;
-
-/// A TLS connection of its own to the server (HTTP/1.1 only), for requests no HTTP client
-/// library would send.
-async fn raw_connection(app: &TestServer) -> TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(app.data.join("tls/ca.crt")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let addr = app.url.trim_start_matches("https://").to_owned();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
-}
 
 /// Writes `request` and reads until the server closes the connection (or 20 s pass):
 /// everything it answered.
 async fn exchange(app: &TestServer, request: &[u8]) -> String {
-    let mut conn = raw_connection(app).await;
+    let mut conn = http11_connection(app).await;
     conn.write_all(request).await.unwrap();
     conn.flush().await.unwrap();
     let mut answer = Vec::new();
@@ -322,7 +296,7 @@ async fn slowloris_connections_are_closed_and_starve_no_one() {
     // 100 connections that start a request and never finish its headers.
     let mut slow = Vec::new();
     for _ in 0..100 {
-        let mut conn = raw_connection(&app).await;
+        let mut conn = http11_connection(&app).await;
         conn.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-A: ")
             .await
             .unwrap();

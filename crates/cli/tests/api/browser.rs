@@ -220,6 +220,24 @@ impl Browser {
         );
     }
 
+    /// Signs in on the login page at `base` as a person would: types the name and
+    /// password, submits, and waits for the signed-in page.
+    pub(crate) async fn sign_in(&self, base: &str, user: &str, password: &str) {
+        self.goto(&format!("{base}/login")).await;
+        let form = self.wait_for("form[action='/login']").await;
+        for (field, value) in [("username", user), ("password", password)] {
+            form.find(Locator::Css(&format!("input[name={field}]")))
+                .await
+                .unwrap_or_else(|e| panic!("the {field} field: {e}"))
+                .send_keys(value)
+                .await
+                .unwrap_or_else(|e| panic!("type into the {field} field: {e}"));
+        }
+        self.click("form[action='/login'] button[type=submit]")
+            .await;
+        self.wait_for("form[action='/logout']").await;
+    }
+
     pub(crate) async fn close(self) {
         let driver = self.driver.clone();
         let _ = tokio::time::timeout(STEP, driver.close()).await;
@@ -338,25 +356,7 @@ async fn sign_in_pair_watch_play_pause_and_unpair() {
     let (shots, _tmp) = screenshot_dir();
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
 
-    // Sign in.
-    browser.goto(&app.at("/login")).await;
-    let form = browser.wait_for("form[action='/login']").await;
-    form.find(Locator::Css("input[name=username]"))
-        .await
-        .expect("username field")
-        .send_keys("ed")
-        .await
-        .expect("type the user name");
-    form.find(Locator::Css("input[name=password]"))
-        .await
-        .expect("password field")
-        .send_keys(&password)
-        .await
-        .expect("type the password");
-    browser
-        .click("form[action='/login'] button[type=submit]")
-        .await;
-    browser.wait_for("form[action='/logout']").await;
+    browser.sign_in(&app.url, "ed", &password).await;
 
     // A camera asks for a code; a person types it into the pairing page.
     let client_id = "BROWSER-CAM-0001";

@@ -2,7 +2,6 @@
 //! person signed in sees what the camera said about a clip, its comment and its marker,
 //! in the order they arrived, with their timecodes.
 
-use fantoccini::Locator;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -59,24 +58,7 @@ async fn the_clip_page_shows_a_device_comment_and_a_marker() {
     assert_eq!(res.status(), StatusCode::OK);
 
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
-    browser.goto(&app.at("/login")).await;
-    let form = browser.wait_for("form[action='/login']").await;
-    form.find(Locator::Css("input[name=username]"))
-        .await
-        .expect("username field")
-        .send_keys("cleo")
-        .await
-        .expect("type the user name");
-    form.find(Locator::Css("input[name=password]"))
-        .await
-        .expect("password field")
-        .send_keys(&password)
-        .await
-        .expect("type the password");
-    browser
-        .click("form[action='/login'] button[type=submit]")
-        .await;
-    browser.wait_for("form[action='/logout']").await;
+    browser.sign_in(&app.url, "cleo", &password).await;
 
     browser.goto(&app.at(&format!("/assets/{clip_id}"))).await;
     let comment = browser

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use fantoccini::Locator;
-
 use crate::browser::{Browser, DESKTOP, bounded};
 use crate::helpers::spawn_app;
 use crate::socket::{join_v1, open_v1, pushed_status};
@@ -27,20 +25,7 @@ async fn a_pause_pressed_on_the_project_page_reaches_the_socket() {
     );
 
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
-    browser.goto(&app.at("/login")).await;
-    let form = browser.wait_for("form[action='/login']").await;
-    for (field, value) in [("username", "ana"), ("password", password.as_str())] {
-        form.find(Locator::Css(&format!("input[name={field}]")))
-            .await
-            .expect("a sign-in field")
-            .send_keys(value)
-            .await
-            .expect("type into it");
-    }
-    browser
-        .click("form[action='/login'] button[type=submit]")
-        .await;
-    browser.wait_for("form[action='/logout']").await;
+    browser.sign_in(&app.url, "ana", &password).await;
 
     browser.goto(&app.at(&format!("/projects/{project}"))).await;
     // The device's own Pause (its row's actions), not a channel's.

@@ -1067,3 +1067,47 @@ pub fn assert_complete_with(app: &TestServer, asset_id: &str, data: &[u8]) -> Va
     assert!(stored == data, "the stored file differs from the source");
     entry
 }
+
+/// A TLS connection of the test's own to the server, trusting only its CA, offering `alpn`
+/// (none: no ALPN extension) and naming `server_name` (an IP address sends no SNI): for
+/// requests no HTTP client library would send, and for WebSocket clients.
+pub async fn tls_connection(
+    app: &TestServer,
+    alpn: &[&[u8]],
+    server_name: rustls::pki_types::ServerName<'static>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(app.data.join("tls/ca.crt")).expect("the CA file") {
+        roots
+            .add(cert.expect("a PEM certificate"))
+            .expect("a CA certificate");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(app.url.trim_start_matches("https://"))
+        .await
+        .expect("connect to the server");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .expect("the TLS handshake completes")
+}
+
+/// [`tls_connection`] as an HTTP/1.1 client names the server.
+pub async fn http11_connection(
+    app: &TestServer,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_connection(
+        app,
+        &[b"http/1.1"],
+        rustls::pki_types::ServerName::try_from("localhost").expect("a name"),
+    )
+    .await
+}

@@ -3,13 +3,11 @@
 //! from the CLI, the web UI and another server, closing on unpair and revoke, the idle
 //! timeout, abrupt closes, and the device shown online while its socket is open.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -31,22 +29,8 @@ pub(crate) async fn open(
     query: &str,
     header_token: Option<&str>,
 ) -> Result<Ws, WsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(app.data.join("tls/ca.crt")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let addr = app.url.trim_start_matches("https://").to_owned();
-    let tcp = TcpStream::connect(&addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_connection(app, &[], ServerName::try_from("localhost").unwrap()).await;
     let url = format!("wss://{addr}/devices/websocket?{query}");
     let mut request = url.into_client_request().unwrap();
     if let Some(token) = header_token {

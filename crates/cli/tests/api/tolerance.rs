@@ -5,54 +5,22 @@
 //! would not.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Certificate, Client, StatusCode, Version};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::client::TlsStream;
 
 use crate::helpers::*;
 
-/// A TLS connection of its own to the server, offering `alpn` and naming `server_name`
-/// (an IP address sends no SNI).
-async fn connect(
-    app: &TestServer,
-    alpn: &[&[u8]],
-    server_name: ServerName<'static>,
-) -> TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(app.data.join("tls/ca.crt")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = tokio::net::TcpStream::connect(address(app)).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(server_name, tcp)
-        .await
-        .expect("the TLS handshake completes")
-}
-
 fn address(app: &TestServer) -> String {
     app.url.trim_start_matches("https://").to_owned()
 }
 
 async fn http11(app: &TestServer) -> TlsStream<tokio::net::TcpStream> {
-    connect(
-        app,
-        &[b"http/1.1"],
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .await
+    http11_connection(app).await
 }
 
 /// One HTTP/1.x answer: status line and headers (lower-cased names), body.
@@ -335,7 +303,7 @@ async fn heartbeat_is_204_with_or_without_a_content_type_or_a_body() {
 #[tokio::test]
 async fn a_client_offering_only_http_1_0_by_alpn_is_served_http_1() {
     let app = spawn_app().await;
-    let mut conn = connect(
+    let mut conn = tls_connection(
         &app,
         &[b"http/1.0"],
         ServerName::try_from("localhost").unwrap(),
@@ -356,7 +324,7 @@ async fn a_client_offering_only_http_1_0_by_alpn_is_served_http_1() {
     assert_eq!(answer.json(), json!({"status": "ok"}));
 
     // And HTTP/1.1 on the same kind of connection.
-    let mut conn = connect(
+    let mut conn = tls_connection(
         &app,
         &[b"http/1.0", b"spdy/3"],
         ServerName::try_from("localhost").unwrap(),
@@ -369,7 +337,7 @@ async fn a_client_offering_only_http_1_0_by_alpn_is_served_http_1() {
     assert_eq!(answer.status, 200, "{}", answer.head);
 
     // A client that offers what we serve still gets it.
-    let conn = connect(
+    let conn = tls_connection(
         &app,
         &[b"h2", b"http/1.1"],
         ServerName::try_from("localhost").unwrap(),
@@ -383,7 +351,7 @@ async fn a_client_sending_no_sni_gets_the_default_certificate() {
     let app = spawn_app().await;
     // rustls sends no SNI for an IP address; the certificate must still verify for it.
     let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
-    let mut conn = connect(&app, &[b"http/1.1"], name).await;
+    let mut conn = tls_connection(&app, &[b"http/1.1"], name).await;
     conn.write_all(b"GET /v2/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
