@@ -28,6 +28,7 @@ mod limits;
 mod operations;
 mod s3;
 mod scale_out;
+mod scrub;
 mod socket;
 mod tolerance;
 mod uploads;
