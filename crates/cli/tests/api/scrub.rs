@@ -173,3 +173,74 @@ async fn check_media_can_be_limited_and_bounded() {
     assert!(db.status.success(), "{}", text_of(&db));
     assert!(text_of(&db).contains("database: ok"));
 }
+
+/// Polls the listing until `pred` holds for the asset's entry; panics after `within`.
+pub async fn wait_entry(
+    app: &TestServer,
+    asset_id: &str,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let entry = app.asset_entry(asset_id);
+        if pred(&entry) {
+            return entry;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {within:?}: {entry}; log: {}",
+            app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_server_scrubs_by_itself_and_finds_a_flip_within_a_cycle() {
+    let app = spawn_app_with(&["--scrub-every-secs", "2"]).await;
+    let clips = upload_clips(&app, 2).await;
+    let (flipped, intact) = (
+        clips[0]["id"].as_str().unwrap(),
+        clips[1]["id"].as_str().unwrap(),
+    );
+    // Clean clips are re-read and found intact: the scrub runs.
+    let first = wait_entry(&app, flipped, Duration::from_secs(30), "verified", |e| {
+        !e["verified_at"].is_null()
+    })
+    .await;
+    assert_eq!(first["damaged"], false);
+    assert!(!app.log().contains("no longer matches"), "{}", app.log());
+
+    flip_a_byte(&app, &clips[0]);
+    let flipped_at = Instant::now();
+    let found = wait_entry(&app, flipped, Duration::from_secs(30), "damage found", |e| {
+        e["damaged"] == true
+    })
+    .await;
+    // One cycle is the 2 s period plus the re-read; allow for a loaded machine.
+    assert!(
+        flipped_at.elapsed() < Duration::from_secs(12),
+        "found only after {:?}",
+        flipped_at.elapsed()
+    );
+    assert!(found["damage"].as_str().unwrap().contains("SHA-256"), "{found}");
+    let log = app.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("no longer matches") && l.contains(flipped)),
+        "a warning names the clip: {log}"
+    );
+    // Another cycle later the intact clip is still intact and the damaged one is still
+    // reported, its bytes left as found (never repaired).
+    let verified_before = app.asset_entry(intact)["verified_at"].clone();
+    let again = wait_entry(&app, intact, Duration::from_secs(30), "re-verified", |e| {
+        e["verified_at"] != verified_before
+    })
+    .await;
+    assert_eq!(again["damaged"], false);
+    assert_eq!(app.asset_entry(flipped)["damaged"], true);
+    let on_disk = std::fs::read(app.asset_file(&clips[0])).unwrap();
+    assert_ne!(sha256_hex(&on_disk), clips[0]["sha256"].as_str().unwrap());
+}
