@@ -10,6 +10,7 @@ mod auth;
 mod basics;
 mod browser;
 mod browser_clip;
+mod browser_scrub;
 mod browser_socket;
 mod camera_uploads;
 mod capture;
