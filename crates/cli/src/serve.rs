@@ -187,7 +187,7 @@ pub async fn run(target: crate::admin::Target, args: ServeArgs) -> anyhow::Resul
         anyhow::bail!("--scrub-max-rate is a number of MB/s, 0 for no bound");
     }
     config.scrub_bytes_per_second =
-        (args.scrub_max_rate > 0.0).then(|| (args.scrub_max_rate * 1e6) as u64);
+        (args.scrub_max_rate > 0.0).then_some((args.scrub_max_rate * 1e6) as u64);
     config.s3_abandon_after = Duration::from_secs(args.s3_abandon_after.max(1));
     config.s3_max_check_pause = Duration::from_secs(args.s3_max_check_pause.max(1));
 

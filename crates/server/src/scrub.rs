@@ -190,7 +190,11 @@ pub fn spawn(db: Db, store: Arc<dyn MediaStore>, schedule: Schedule) {
         loop {
             let now = now_ms();
             let claimed = db
-                .claim_scrub(now, now.saturating_sub(every_ms), now.saturating_add(lease_ms))
+                .claim_scrub(
+                    now,
+                    now.saturating_sub(every_ms),
+                    now.saturating_add(lease_ms),
+                )
                 .await;
             let clip = match claimed {
                 Ok(Some(clip)) => clip,

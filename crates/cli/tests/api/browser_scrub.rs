@@ -26,9 +26,13 @@ async fn a_damaged_clip_is_badged_and_explained() {
         clips[1]["id"].as_str().unwrap(),
     );
     flip_a_byte(&app, &clips[0]);
-    wait_entry(&app, damaged, Duration::from_secs(30), "damage found", |e| {
-        e["damaged"] == true
-    })
+    wait_entry(
+        &app,
+        damaged,
+        Duration::from_secs(30),
+        "damage found",
+        |e| e["damaged"] == true,
+    )
     .await;
 
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
@@ -74,6 +78,9 @@ async fn a_damaged_clip_is_badged_and_explained() {
         .await;
     let notice = browser.wait_for("#damage").await;
     let text = notice.text().await.expect("notice text");
-    assert!(text.contains("Damaged") && text.contains("SHA-256"), "{text}");
+    assert!(
+        text.contains("Damaged") && text.contains("SHA-256"),
+        "{text}"
+    );
     browser.close().await;
 }

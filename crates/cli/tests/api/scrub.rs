@@ -16,7 +16,10 @@ pub fn check_media(app: &TestServer, args: &[&str]) -> Output {
     if let Some(url) = &app.database_url {
         command.env("RUSHES_DATABASE_URL", url);
     }
-    command.arg("--data").arg(&app.data).args(["check", "--media"]);
+    command
+        .arg("--data")
+        .arg(&app.data)
+        .args(["check", "--media"]);
     if let Some(s3) = &app.s3 {
         command
             .args(s3.serve_args())
@@ -41,7 +44,11 @@ pub async fn upload_clips(app: &TestServer, count: usize) -> Vec<Value> {
     for i in 0..count {
         let data = test_bytes(300 * 1024 + i * 7, 40 + i as u64);
         let asset = app
-            .create_asset(&tokens.access_token, &format!("S{i:03}C001.mov"), data.len())
+            .create_asset(
+                &tokens.access_token,
+                &format!("S{i:03}C001.mov"),
+                data.len(),
+            )
             .await;
         app.upload(&asset, &data).await;
         app.wait_complete(&tokens.access_token, &asset.id).await;
@@ -132,8 +139,14 @@ async fn damage_is_found_and_named(app: TestServer) {
     assert_eq!(summary["failed"], 3);
 
     // The listing shows what the check found.
-    assert_eq!(app.asset_entry(clips[0]["id"].as_str().unwrap())["damaged"], true);
-    assert_eq!(app.asset_entry(clips[3]["id"].as_str().unwrap())["damaged"], false);
+    assert_eq!(
+        app.asset_entry(clips[0]["id"].as_str().unwrap())["damaged"],
+        true
+    );
+    assert_eq!(
+        app.asset_entry(clips[3]["id"].as_str().unwrap())["damaged"],
+        false
+    );
 }
 
 #[tokio::test]
@@ -215,9 +228,13 @@ async fn the_server_scrubs_by_itself_and_finds_a_flip_within_a_cycle() {
 
     flip_a_byte(&app, &clips[0]);
     let flipped_at = Instant::now();
-    let found = wait_entry(&app, flipped, Duration::from_secs(30), "damage found", |e| {
-        e["damaged"] == true
-    })
+    let found = wait_entry(
+        &app,
+        flipped,
+        Duration::from_secs(30),
+        "damage found",
+        |e| e["damaged"] == true,
+    )
     .await;
     // One cycle is the 2 s period plus the re-read; allow for a loaded machine.
     assert!(
@@ -225,7 +242,10 @@ async fn the_server_scrubs_by_itself_and_finds_a_flip_within_a_cycle() {
         "found only after {:?}",
         flipped_at.elapsed()
     );
-    assert!(found["damage"].as_str().unwrap().contains("SHA-256"), "{found}");
+    assert!(
+        found["damage"].as_str().unwrap().contains("SHA-256"),
+        "{found}"
+    );
     let log = app.log();
     assert!(
         log.lines()

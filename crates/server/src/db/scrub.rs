@@ -75,8 +75,8 @@ impl Db {
         lease_until: Millis,
     ) -> DbResult<Option<ScrubClip>> {
         for _ in 0..3 {
-            let due: Option<(ScrubClip, Option<i64>)> = sqlx::query_as::<_, ScrubClipLease>(
-                sqlx::AssertSqlSafe(format!(
+            let due: Option<(ScrubClip, Option<i64>)> =
+                sqlx::query_as::<_, ScrubClipLease>(sqlx::AssertSqlSafe(format!(
                     "SELECT {CLIP_COLUMNS}, a.scrub_lease_until FROM assets a
                      JOIN projects p ON p.id = a.project_id
                      WHERE a.state = 'complete' AND a.sha256 IS NOT NULL AND a.filesize IS NOT NULL
@@ -84,13 +84,12 @@ impl Db {
                        AND COALESCE(a.scrub_lease_until, 0) < $2
                      ORDER BY COALESCE(a.verified_at, a.completed_at, a.created_at), a.id
                      LIMIT 1"
-                )),
-            )
-            .bind(due_before)
-            .bind(now)
-            .fetch_optional(self.pool())
-            .await?
-            .map(|row| (row.clip, row.scrub_lease_until));
+                )))
+                .bind(due_before)
+                .bind(now)
+                .fetch_optional(self.pool())
+                .await?
+                .map(|row| (row.clip, row.scrub_lease_until));
             let Some((clip, seen)) = due else {
                 return Ok(None);
             };

@@ -486,10 +486,11 @@ impl MediaStore for S3Store {
         );
         let res = self.get(&key, false, None, None).await?;
         match res.status() {
-            s if s.is_success() => Ok(Some(Box::pin(
-                res.bytes_stream()
-                    .map(|chunk| chunk.map_err(|e| io::Error::other(e.to_string()))),
-            ))),
+            s if s.is_success() => {
+                Ok(Some(Box::pin(res.bytes_stream().map(|chunk| {
+                    chunk.map_err(|e| io::Error::other(e.to_string()))
+                }))))
+            }
             // As for `object_exists`: 403 is how S3 says "no such key" to some callers.
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => Ok(None),
             _ => Err(refused(res).await.into()),
