@@ -173,6 +173,9 @@ async fn check_media_can_be_limited_and_bounded() {
     assert!(later.status.success(), "{}", text_of(&later));
     let unknown = check_media(&app, &["--project", "Nope"]);
     assert!(!unknown.status.success());
+    let earlier = check_media(&app, &["--since", "2000-01-01", "--json"]);
+    assert!(!earlier.status.success(), "clips since 2000 include the flip");
+    assert!(String::from_utf8_lossy(&earlier.stdout).contains("\"clips\":2"));
 
     // 0.6 MB at 1 MB/s takes over half a second; the damage is still found.
     let started = Instant::now();
@@ -263,4 +266,25 @@ async fn the_server_scrubs_by_itself_and_finds_a_flip_within_a_cycle() {
     assert_eq!(app.asset_entry(flipped)["damaged"], true);
     let on_disk = std::fs::read(app.asset_file(&clips[0])).unwrap();
     assert_ne!(sha256_hex(&on_disk), clips[0]["sha256"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_read_fails_the_check_without_blaming_the_clips() {
+    let app = spawn_app_on_s3(&[]).await;
+    let clips = upload_clips(&app, 1).await;
+    app.s3.as_ref().unwrap().stop();
+    let out = check_media(&app, &["--json"]);
+    assert!(!out.status.success(), "{}", text_of(&out));
+    let first: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .expect("a line for the clip"),
+    )
+    .unwrap();
+    assert_eq!(first["status"], "unreadable", "{first}");
+    // An outage says nothing about the clip: nothing is recorded against it.
+    let entry = app.asset_entry(clips[0]["id"].as_str().unwrap());
+    assert_eq!(entry["damaged"], false, "{entry}");
+    assert!(entry["verified_at"].is_null(), "{entry}");
 }
