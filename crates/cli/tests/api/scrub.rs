@@ -174,7 +174,10 @@ async fn check_media_can_be_limited_and_bounded() {
     let unknown = check_media(&app, &["--project", "Nope"]);
     assert!(!unknown.status.success());
     let earlier = check_media(&app, &["--since", "2000-01-01", "--json"]);
-    assert!(!earlier.status.success(), "clips since 2000 include the flip");
+    assert!(
+        !earlier.status.success(),
+        "clips since 2000 include the flip"
+    );
     assert!(String::from_utf8_lossy(&earlier.stdout).contains("\"clips\":2"));
 
     // 0.6 MB at 1 MB/s takes over half a second; the damage is still found.
