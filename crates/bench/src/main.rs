@@ -15,7 +15,10 @@
 //! 6. status sockets: 1,000 cameras holding `/devices/websocket` open with a heartbeat
 //!    every 15 s: the server's RSS, the heartbeat replies' p99 while the big file is
 //!    ingested, and that ingest against the same ingest without sockets (run before and
-//!    after, the two averaged).
+//!    after, the two averaged);
+//! 7. scrub: `rushes check --media`, unthrottled, re-reading what 1 and 2 stored, against
+//!    one `dd` stream of the same files to /dev/null, the page cache dropped before each
+//!    (needs root; skipped otherwise).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -265,6 +268,13 @@ fn main() -> anyhow::Result<()> {
         });
     }
 
+    // 7: the scrub re-reads what 1 and 2 stored (the server of 1 and 2 has stopped).
+    eprintln!("7. scrub: rushes check --media against dd of the same files");
+    match scrub_against_dd(&dir.join("local")) {
+        Ok(row) => rows.push(row),
+        Err(e) => eprintln!("7. skipped: {e:#}"),
+    }
+
     print_table(&rows, started.elapsed());
     let json = serde_json::json!({
         "machine": machine(),
@@ -441,6 +451,69 @@ fn contains_file(dir: &Path, name: &std::ffi::OsStr) -> bool {
             path.file_name() == Some(name)
         }
     })
+}
+
+/// Benchmark 7: `rushes check --media` (no rate bound) over a data directory's clips,
+/// against `dd` reading the same files, in one stream, to /dev/null; the page cache is
+/// dropped before each so both read the disk.
+fn scrub_against_dd(data: &Path) -> anyhow::Result<Row> {
+    let media = data.join("media");
+    let mut files = Vec::new();
+    let mut dirs = vec![media.clone()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                if entry.file_name() != ".rushes-tmp" {
+                    dirs.push(entry.path());
+                }
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    let bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    let list = data.with_extension("files");
+    let mut names = Vec::new();
+    for f in &files {
+        names.extend_from_slice(f.as_os_str().as_encoded_bytes());
+        names.push(0);
+    }
+    std::fs::write(&list, names)?;
+    drop_page_cache()?;
+    let dd = timed(Command::new("sh").arg("-c").arg(format!(
+        "xargs -0 cat < '{}' | dd of=/dev/null bs=8M status=none",
+        list.display()
+    )))?;
+    drop_page_cache()?;
+    let scrub = timed(
+        Command::new(rushes_bench::procs::rushes_binary()?)
+            .arg("--data")
+            .arg(data)
+            .args(["check", "--media"]),
+    )?;
+    Ok(Row {
+        benchmark: format!(
+            "7. scrub {} clips, {} (check --media, unthrottled)",
+            files.len(),
+            show_mib(bytes)
+        ),
+        result: show_rate(rate(bytes, scrub)),
+        baseline: format!("dd to /dev/null {}", show_rate(rate(bytes, dd))),
+        ratio: Some(dd.as_secs_f64() / scrub.as_secs_f64()),
+        target: "≥ 0.80".into(),
+    })
+}
+
+/// Writes dirty pages out, then empties the page cache (root only).
+fn drop_page_cache() -> anyhow::Result<()> {
+    sync()?;
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
+        .context("dropping the page cache (/proc/sys/vm/drop_caches) needs root")
 }
 
 /// Writes `size` bytes of incompressible data.

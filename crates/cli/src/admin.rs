@@ -16,7 +16,7 @@ pub struct Target {
 }
 
 impl Target {
-    async fn open(&self) -> anyhow::Result<Admin> {
+    pub(crate) async fn open(&self) -> anyhow::Result<Admin> {
         Admin::open(&self.data_dir, self.database_url.as_deref()).await
     }
 }
@@ -378,6 +378,8 @@ pub async fn asset(data: &Target, cmd: AssetCommand) -> anyhow::Result<()> {
                 "id": a.id, "project": a.project, "path": a.path, "size": a.size, "state": state,
                 "sha256": a.sha256, "device": a.device, "device_id": a.device_id,
                 "recorded_at": rfc3339(a.recorded_at), "created_at": rfc3339(a.created_at),
+                "verified_at": a.verified_at.map(rfc3339), "damaged": a.damage.is_some(),
+                "damage": a.damage,
             })
         })
         .collect();
@@ -426,7 +428,10 @@ async fn asset_comments(admin: &Admin, asset: &str, flag: JsonFlag) -> anyhow::R
     Ok(())
 }
 
-pub async fn check(data: &Target) -> anyhow::Result<()> {
+pub async fn check(data: &Target, args: crate::media_check::CheckArgs) -> anyhow::Result<()> {
+    if args.media() {
+        return crate::media_check::run(data, args).await;
+    }
     let admin = data.open().await?;
     let report = admin.db().check().await?;
     println!("checked: {}", report.ran.join(", "));

@@ -3,6 +3,7 @@
 
 mod admin;
 mod device;
+mod media_check;
 mod serve;
 
 use std::path::PathBuf;
@@ -70,8 +71,9 @@ enum Command {
     #[command(subcommand)]
     User(admin::UserCommand),
     /// Check the database: the engine's integrity check (SQLite `integrity_check`,
-    /// PostgreSQL `amcheck` when installed), then the rules the server keeps.
-    Check,
+    /// PostgreSQL `amcheck` when installed), then the rules the server keeps. With
+    /// --media: re-read every complete clip and compare it with its size and SHA-256.
+    Check(media_check::CheckArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -102,7 +104,7 @@ fn main() -> std::process::ExitCode {
             Command::Asset(cmd) => admin::asset(&target, cmd).await,
             Command::User(cmd) => admin::user(&target, cmd).await,
             Command::Model(cmd) => admin::model(&target, cmd).await,
-            Command::Check => admin::check(&target).await,
+            Command::Check(args) => admin::check(&target, args).await,
         }
     });
     match result {

@@ -107,6 +107,17 @@ pub struct ServeArgs {
     /// Seconds a status socket may stay silent before it is closed (tests shorten it).
     #[arg(long, default_value_t = 60, value_name = "SECS", hide = true)]
     socket_idle_timeout: u64,
+    /// Re-read every complete clip and compare it with its recorded size and SHA-256 at
+    /// least once every this many days, a clip at a time; damage is logged and shown in
+    /// the web UI, never repaired (0: off).
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    scrub_every: u64,
+    /// The same period in seconds (tests shorten it); overrides --scrub-every.
+    #[arg(long, value_name = "SECS", hide = true)]
+    scrub_every_secs: Option<u64>,
+    /// Most megabytes (10^6 bytes) a second the server's own scrub reads (0: no bound).
+    #[arg(long, default_value_t = 50.0, value_name = "MB/s")]
+    scrub_max_rate: f64,
     /// Log format on stderr.
     #[arg(long, env = "RUSHES_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -168,6 +179,15 @@ pub async fn run(target: crate::admin::Target, args: ServeArgs) -> anyhow::Resul
             secret_key: credential("AWS_SECRET_ACCESS_KEY")?,
         });
     }
+    config.scrub_every = match args.scrub_every_secs {
+        Some(secs) => Duration::from_secs(secs),
+        None => Duration::from_secs(args.scrub_every.saturating_mul(24 * 3600)),
+    };
+    if !(args.scrub_max_rate.is_finite() && args.scrub_max_rate >= 0.0) {
+        anyhow::bail!("--scrub-max-rate is a number of MB/s, 0 for no bound");
+    }
+    config.scrub_bytes_per_second =
+        (args.scrub_max_rate > 0.0).then_some((args.scrub_max_rate * 1e6) as u64);
     config.s3_abandon_after = Duration::from_secs(args.s3_abandon_after.max(1));
     config.s3_max_check_pause = Duration::from_secs(args.s3_max_check_pause.max(1));
 

@@ -263,6 +263,31 @@ impl Admin {
         Ok(self.db.asset_listing(project_id.as_deref()).await?)
     }
 
+    /// The complete clips `rushes check --media` re-reads: of one project (by name) and
+    /// completed since a time, when given.
+    pub async fn clips_to_scrub(
+        &self,
+        project: Option<&str>,
+        since: Option<crate::clock::Millis>,
+    ) -> anyhow::Result<Vec<crate::db::ScrubClip>> {
+        let project_id = match project {
+            Some(name) => Some(self.project_named(name).await?.id),
+            None => None,
+        };
+        Ok(self.db.clips_to_scrub(project_id.as_deref(), since).await?)
+    }
+
+    /// Re-reads one clip from `store`, records what was found and returns it.
+    pub async fn verify_clip(
+        &self,
+        store: &dyn crate::media::MediaStore,
+        clip: &crate::db::ScrubClip,
+        pace: &mut crate::scrub::Pace,
+        progress: impl FnMut(u64),
+    ) -> anyhow::Result<crate::scrub::Finding> {
+        crate::scrub::verify_and_record(&self.db, store, clip, pace, progress).await
+    }
+
     /// A clip's comments and markers from its device, in time order.
     pub async fn asset_comments(&self, asset_id: &str) -> anyhow::Result<Vec<ClipNote>> {
         self.db.clip_notes(asset_id.trim()).await?.ok_or_else(|| {

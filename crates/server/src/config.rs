@@ -50,6 +50,11 @@ pub struct Config {
     pub traffic_rows: usize,
     /// A status socket over which the device sends no frame for this long is closed.
     pub socket_idle_timeout: Duration,
+    /// Every complete clip is re-read and compared with its record at least this often
+    /// (`scrub`); zero: the server does not scrub.
+    pub scrub_every: Duration,
+    /// The most bytes a second the server's scrub reads (`None`: no bound).
+    pub scrub_bytes_per_second: Option<u64>,
 }
 
 impl Config {
@@ -79,6 +84,8 @@ impl Config {
             capture: false,
             traffic_rows: 1000,
             socket_idle_timeout: Duration::from_secs(60),
+            scrub_every: Duration::from_secs(30 * 24 * 3600),
+            scrub_bytes_per_second: Some(50_000_000),
         }
     }
 

@@ -18,6 +18,7 @@ mod part_watch;
 pub mod passwords;
 mod phoenix;
 mod routes;
+pub mod scrub;
 pub mod secrets;
 mod signing;
 pub mod startup;

@@ -163,6 +163,16 @@ impl Application {
             part_watch::spawn(self.state.clone(), s3.clone());
         }
         self.state.status_feed.spawn(self.state.db.clone());
+        if !self.state.config.scrub_every.is_zero() {
+            crate::scrub::spawn(
+                self.state.db.clone(),
+                self.state.media.clone(),
+                crate::scrub::Schedule {
+                    every: self.state.config.scrub_every,
+                    bytes_per_second: self.state.config.scrub_bytes_per_second,
+                },
+            );
+        }
         let recover_state = self.state.clone();
         tokio::spawn(async move {
             if let Err(e) = finalise::recover(&recover_state).await {

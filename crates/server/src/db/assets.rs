@@ -163,6 +163,10 @@ pub struct AssetListing {
     pub device_id: String,
     pub recorded_at: i64,
     pub created_at: i64,
+    /// When scrubbing last re-read it (see `db::scrub`).
+    pub verified_at: Option<i64>,
+    /// What that re-read found wrong; `None` while it matches its record.
+    pub damage: Option<String>,
 }
 
 /// How long after a create an identical one counts as its retry.
@@ -821,7 +825,8 @@ impl Db {
     /// listed clips are not shown.
     pub async fn asset_listing(&self, project_id: Option<&str>) -> DbResult<Vec<AssetListing>> {
         let sql = "SELECT a.id, p.name AS project, a.path, a.filesize AS size, a.state, a.sha256,
-                          d.name AS device, a.device_id, a.recorded_at, a.created_at
+                          d.name AS device, a.device_id, a.recorded_at, a.created_at,
+                          a.verified_at, a.damage
                    FROM assets a JOIN projects p ON p.id = a.project_id JOIN devices d ON d.id = a.device_id
                    WHERE a.state NOT IN ('superseded', 'duplicate')";
         match project_id {

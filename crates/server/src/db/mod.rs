@@ -22,6 +22,7 @@ mod inline;
 mod pairing;
 mod projects;
 mod remote;
+mod scrub;
 mod settings;
 mod tokens;
 mod traffic;
@@ -44,6 +45,7 @@ pub use comments::{ClipNote, CommentRow, NewMarker};
 pub use devices::{DeviceListing, DeviceRecord, DeviceStatus};
 pub use pairing::{CodeRequest, Decision, DeviceCode, PendingCode, PollOutcome};
 pub use projects::Project;
+pub use scrub::ScrubClip;
 pub use tokens::{Authenticated, IssuedTokens, RefreshOutcome};
 pub use web::{CodeLookup, InFlight, Lookup, MAX_WRONG_GUESSES, User};
 

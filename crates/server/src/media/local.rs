@@ -362,6 +362,13 @@ impl MediaStore for LocalStore {
         let _ = tokio::fs::remove_dir_all(self.uploads.join(asset_id)).await;
         let _ = tokio::fs::remove_file(self.asset_file(asset_id)).await;
     }
+
+    async fn open_clip(
+        &self,
+        clip: super::ClipLocation<'_>,
+    ) -> io::Result<Option<super::ClipBytes>> {
+        read_clip_file(self.asset_path(clip.project_dir, clip.path)).await
+    }
 }
 
 /// Where the bytes of one part are: in a file of its own (`path`), or already in the
@@ -942,6 +949,60 @@ fn hash_range(file: &std::fs::File, hasher: &mut Sha256, start: u64, len: u64) -
         at += want as u64;
     }
     Ok(())
+}
+
+/// How much of a clip one read takes, and how many such chunks are read ahead of the
+/// reader: reading goes on while the previous chunk is hashed.
+const CLIP_READ_CHUNK: usize = 4 * 1024 * 1024;
+const CLIP_READ_AHEAD: usize = 4;
+
+/// Streams a finished clip's file from a blocking thread of its own (plain sequential
+/// `read`s, as fast as the disk gives them), `CLIP_READ_AHEAD` chunks ahead; the thread
+/// stops when the stream is dropped. `None`: no file there.
+async fn read_clip_file(path: PathBuf) -> io::Result<Option<super::ClipBytes>> {
+    use std::io::Read;
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f.into_std().await,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CLIP_READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        loop {
+            let mut buf = vec![0u8; CLIP_READ_CHUNK];
+            let mut filled = 0;
+            let result = loop {
+                match file.read(&mut buf[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == buf.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            let end = filled < buf.len() || result.is_err();
+            buf.truncate(filled);
+            if filled > 0 && tx.blocking_send(Ok(buf.into())).is_err() {
+                return;
+            }
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            if end {
+                return;
+            }
+        }
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    Ok(Some(Box::pin(chunks)))
 }
 
 #[cfg(test)]

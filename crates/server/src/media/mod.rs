@@ -10,6 +10,8 @@
 pub mod local;
 pub mod s3;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 /// Where a finished asset goes: its project's folder and its path inside the project.
@@ -35,6 +37,37 @@ pub struct AssetTarget {
 pub struct RemoteUpload {
     pub key: String,
     pub upload_id: String,
+}
+
+/// Where a finished clip's bytes are: its project's folder, its path in the project, and
+/// the store's own upload it was joined from (which names its S3 key), if any.
+#[derive(Debug, Clone, Copy)]
+pub struct ClipLocation<'a> {
+    pub project_dir: &'a str,
+    pub path: &'a str,
+    pub upload: Option<&'a RemoteUpload>,
+}
+
+/// A clip's bytes, in order from the first, as the store holds them now.
+pub type ClipBytes = futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
+/// The media store of an installation, opened by an admin command to read finished clips:
+/// the S3 bucket `s3` names, else the data directory's. (The server builds its own in
+/// `startup`, with the URL signer its uploads need.)
+pub fn open_for_reading(
+    data_dir: &std::path::Path,
+    s3: Option<&s3::S3Config>,
+) -> anyhow::Result<Arc<dyn MediaStore>> {
+    // Several crates link rustls; name the provider once for the whole process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    Ok(match s3 {
+        Some(config) => Arc::new(s3::S3Store::new(config)?),
+        // Reading signs no URL: any key will do.
+        None => Arc::new(local::LocalStore::new(
+            data_dir,
+            crate::signing::UrlSigner::new(Vec::new()),
+        )?),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,4 +149,8 @@ pub trait MediaStore: Send + Sync {
 
     /// Forgets every part of an upload (after assembly).
     async fn discard_parts(&self, asset_id: &str);
+
+    /// Opens a finished clip for reading from its first byte; `Ok(None)` when the store
+    /// holds nothing at its place. What scrubbing re-reads to compare with the record.
+    async fn open_clip(&self, clip: ClipLocation<'_>) -> std::io::Result<Option<ClipBytes>>;
 }

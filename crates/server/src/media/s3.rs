@@ -29,7 +29,8 @@ use rusty_s3::{Bucket, Credentials, UrlStyle};
 use sha2::{Digest, Sha256};
 
 use super::{
-    AssembleError, Assembled, AssetTarget, BeginError, MediaStore, RemoteUpload, StoredPart,
+    AssembleError, Assembled, AssetTarget, BeginError, ClipBytes, ClipLocation, MediaStore,
+    RemoteUpload, StoredPart,
 };
 use crate::secrets::hex;
 
@@ -476,6 +477,24 @@ impl MediaStore for S3Store {
 
     async fn discard_parts(&self, _asset_id: &str) {
         // Completing the multipart upload released its parts.
+    }
+
+    async fn open_clip(&self, clip: ClipLocation<'_>) -> io::Result<Option<ClipBytes>> {
+        let key = clip.upload.map_or_else(
+            || format!("{}/{}", clip.project_dir, clip.path),
+            |u| u.key.clone(),
+        );
+        let res = self.get(&key, false, None, None).await?;
+        match res.status() {
+            s if s.is_success() => {
+                Ok(Some(Box::pin(res.bytes_stream().map(|chunk| {
+                    chunk.map_err(|e| io::Error::other(e.to_string()))
+                }))))
+            }
+            // As for `object_exists`: 403 is how S3 says "no such key" to some callers.
+            StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => Ok(None),
+            _ => Err(refused(res).await.into()),
+        }
     }
 }
 

@@ -116,6 +116,8 @@ pub struct ClipView {
     pub device: String,
     pub state: String,
     pub sha256: Option<String>,
+    /// What scrubbing found wrong with its bytes (`None`: nothing, or not re-read yet).
+    pub damage: Option<String>,
 }
 
 impl ClipView {
@@ -131,6 +133,7 @@ impl ClipView {
                 _ => "uploading".to_owned(),
             },
             sha256: a.sha256.clone(),
+            damage: a.damage.clone(),
         }
     }
 }
