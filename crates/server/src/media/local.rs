@@ -40,6 +40,8 @@ pub struct LocalStore {
     signer: UrlSigner,
     /// SHA-256 of each planned asset's file so far, fed while its parts arrive.
     hashes: RunningHashes,
+    /// What keeps writes out of an asset's file once it is being assembled.
+    gates: Gates,
 }
 
 /// Why a part upload was not stored.
@@ -51,6 +53,10 @@ pub enum PartError {
     Idle(Duration),
     #[error("the upload was interrupted: {0}")]
     Body(String),
+    /// The asset is being assembled (or is finished): nothing may reach its bytes any more.
+    /// The body was read to its end and dropped.
+    #[error("the asset is sealed; the part was discarded")]
+    Sealed,
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -76,6 +82,7 @@ impl LocalStore {
             uploads,
             signer,
             hashes: RunningHashes::default(),
+            gates: Gates::default(),
         })
     }
 
@@ -138,17 +145,29 @@ impl LocalStore {
         E: std::fmt::Display,
     {
         let path = self.asset_file(asset_id);
-        let (file, created) = tokio::task::spawn_blocking(move || {
-            let created = !path.exists();
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            io::Result::Ok((Arc::new(file), created))
-        })
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))??;
+        let gate = self.gates.gate(asset_id);
+        // Opened only while the gate is open: once sealed, the name may be the finished
+        // clip's (linked) or gone, and neither may be written.
+        let opened = {
+            let gate = gate.clone();
+            tokio::task::spawn_blocking(move || {
+                gate.land(|| {
+                    let created = !path.exists();
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&path)?;
+                    io::Result::Ok((Arc::new(file), created))
+                })
+            })
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?
+        };
+        let Ok(opened) = opened else {
+            return drain_sealed(body, idle, 0, expected).await;
+        };
+        let (file, created) = opened?;
         if created {
             sync_dir(&self.media.join(".rushes-tmp")).await?;
         }
@@ -170,7 +189,14 @@ impl LocalStore {
             chunks.push(chunk);
             if gathered >= COPY_BUFFER || chunks.len() >= MAX_SLICES {
                 (chunks, hasher) =
-                    write_chunks_at(&file, chunks, offset + written, hasher, &write).await?;
+                    match write_chunks_at(&file, chunks, offset + written, hasher, &write, &gate)
+                        .await
+                    {
+                        Err(PartError::Sealed) => {
+                            return drain_sealed(body, idle, received, expected).await;
+                        }
+                        other => other?,
+                    };
                 written += gathered as u64;
                 gathered = 0;
             }
@@ -179,7 +205,8 @@ impl LocalStore {
             return Err(PartError::WrongLength { expected, received });
         }
         if !chunks.is_empty() {
-            (_, hasher) = write_chunks_at(&file, chunks, offset + written, hasher, &write).await?;
+            (_, hasher) =
+                write_chunks_at(&file, chunks, offset + written, hasher, &write, &gate).await?;
         }
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
@@ -204,6 +231,10 @@ impl LocalStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        if self.gates.gate(asset_id).is_sealed() {
+            // Its copy would never be used; nor leave a folder behind the asset's clean-up.
+            return drain_sealed(body, idle, 0, expected).await;
+        }
         let dir = self.uploads.join(asset_id);
         tokio::fs::create_dir_all(&dir).await?;
         let stored_as = format!("{number:05}-{}.part", uuid::Uuid::new_v4().simple());
@@ -319,7 +350,11 @@ impl MediaStore for LocalStore {
         let hashes = self.hashes.clone();
         let asset_id = target.asset_id.clone();
         let hold = target.hold;
+        let gate = self.gates.gate(&asset_id);
         tokio::task::spawn_blocking(move || {
+            // From here on no write reaches the file: those under way are waited for, and
+            // any later one is turned away.
+            gate.seal();
             let running = hashes.take(&asset_id);
             let copied_any = assemble_blocking(&sources, &temp)?;
             let assembled = finish_hash(&temp, running, copied_any, &sources)?;
@@ -361,6 +396,9 @@ impl MediaStore for LocalStore {
         self.hashes.forget(asset_id);
         let _ = tokio::fs::remove_dir_all(self.uploads.join(asset_id)).await;
         let _ = tokio::fs::remove_file(self.asset_file(asset_id)).await;
+        // Only now that the name is gone: a writer let in after this opens a new file, never
+        // the clip the name was linked to.
+        self.gates.forget(asset_id);
     }
 }
 
@@ -542,24 +580,46 @@ where
     Ok(Some(chunk))
 }
 
+/// Reads the rest of a body whose part is not wanted (its asset was sealed), so the device
+/// hears 200 as for any late part (c2c-api.md §4), and reports [`PartError::Sealed`].
+async fn drain_sealed<T, S, E>(
+    mut body: S,
+    idle: Duration,
+    mut received: u64,
+    expected: u64,
+) -> Result<T, PartError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    while next_chunk(&mut body, idle, &mut received, expected)
+        .await?
+        .is_some()
+    {}
+    Err(PartError::Sealed)
+}
+
 /// Writes `chunks` back to back from `offset` (`pwritev`, on the blocking pool), feeding
 /// them to `hasher` if there is one; returns the vector, emptied, for reuse, and the hasher.
 /// `write` is held until the bytes are in the file, even if the caller is gone by then.
+/// Nothing is written once `gate` is sealed ([`PartError::Sealed`]).
 async fn write_chunks_at(
     file: &Arc<std::fs::File>,
     mut chunks: Vec<Bytes>,
     offset: u64,
     mut hasher: Option<Sha256>,
     write: &Arc<InPlaceWrite>,
-) -> io::Result<(Vec<Bytes>, Option<Sha256>)> {
+    gate: &Arc<Gate>,
+) -> Result<(Vec<Bytes>, Option<Sha256>), PartError> {
     let file = file.clone();
     let write = write.clone();
+    let gate = gate.clone();
     tokio::task::spawn_blocking(move || {
         let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         write.landing(offset, total);
-        let written = write_all_at(&file, &chunks, offset);
+        let written = gate.land(|| write_all_at(&file, &chunks, offset));
         write.landed();
-        written?;
+        written.map_err(|Sealed| PartError::Sealed)??;
         // Hashed once written, while the disk takes them.
         if let Some(hasher) = &mut hasher {
             for chunk in &chunks {
@@ -737,6 +797,86 @@ impl Drop for InPlaceWrite {
         // as it went.
         let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
         self.unregister(&mut state);
+    }
+}
+
+/// The gates of the assets being uploaded to this process: an asset's gate is open while
+/// its parts arrive and sealed, for good, when assembly starts. A write of the asset's file
+/// enters it for each batch of bytes ([`Gate::land`]); sealing waits for those inside to
+/// leave, and turns away every later one. So once assembly reads and links the file, no byte
+/// of it changes, whatever a stalled or misbehaving upload does afterwards: it cannot be a
+/// matter of timing, as a lock taken and checked in several places would be.
+#[derive(Default)]
+struct Gates(std::sync::Mutex<HashMap<String, Arc<Gate>>>);
+
+impl Gates {
+    fn gate(&self, asset_id: &str) -> Arc<Gate> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(asset_id.to_owned()).or_default().clone()
+    }
+
+    fn forget(&self, asset_id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(asset_id);
+    }
+}
+
+#[derive(Default)]
+struct Gate {
+    state: std::sync::Mutex<GateState>,
+    /// Signalled when the last write inside leaves (sealing waits for it).
+    empty: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    sealed: bool,
+    /// Writes between entering and leaving.
+    inside: usize,
+}
+
+/// The gate was sealed: the write did not happen.
+#[derive(Debug)]
+struct Sealed;
+
+impl Gate {
+    fn is_sealed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).sealed
+    }
+
+    /// Runs `write` unless the gate is sealed; sealing waits until it has returned.
+    fn land<T>(&self, write: impl FnOnce() -> T) -> Result<T, Sealed> {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.sealed {
+                return Err(Sealed);
+            }
+            state.inside += 1;
+        }
+        // Leaves on the way out, even by a panic: a seal must never wait for ever.
+        struct Leave<'a>(&'a Gate);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.inside -= 1;
+                if state.inside == 0 {
+                    self.0.empty.notify_all();
+                }
+            }
+        }
+        let _leave = Leave(self);
+        Ok(write())
+    }
+
+    /// Closes the gate for good and waits for the writes inside to leave (blocking).
+    fn seal(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.sealed = true;
+        while state.inside > 0 {
+            state = self.empty.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -1182,17 +1322,52 @@ mod tests {
         ];
         let hashes = RunningHashes::default();
         let write = Arc::new(hashes.begin_write("a", 2, 7).0);
-        let (left, hasher) = write_chunks_at(&file, chunks, 2, Some(Sha256::new()), &write)
+        let gate = Arc::new(Gate::default());
+        let (left, hasher) = write_chunks_at(&file, chunks, 2, Some(Sha256::new()), &write, &gate)
             .await
             .unwrap();
         assert!(left.is_empty());
         let hashed = hex(&hasher.expect("given back").finalize());
         assert_eq!(hashed, sha256_hex(&[b"abcdefg"]), "the chunks, in order");
-        let (left, _) = write_chunks_at(&file, vec![Bytes::new()], 9, None, &write)
+        let (left, _) = write_chunks_at(&file, vec![Bytes::new()], 9, None, &write, &gate)
             .await
             .unwrap();
         assert!(left.is_empty());
         assert!(!write.finish());
         assert_eq!(std::fs::read(&path).unwrap(), b"\0\0abcdefg");
+    }
+
+    #[test]
+    fn sealing_waits_for_the_write_inside_and_turns_away_every_later_one() {
+        let gate = Arc::new(Gate::default());
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let inside = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                gate.land(|| {
+                    entered_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    "landed"
+                })
+            })
+        };
+        entered_rx.recv().unwrap();
+        let sealer = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.seal())
+        };
+        // The seal is taken at once (the write inside is still there)...
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !gate.is_sealed() {
+            assert!(std::time::Instant::now() < deadline, "never sealed");
+            std::thread::yield_now();
+        }
+        assert!(gate.land(|| ()).is_err(), "a later write is turned away");
+        assert!(!sealer.is_finished(), "sealing waits for the write inside");
+        go_tx.send(()).unwrap();
+        assert_eq!(inside.join().unwrap().unwrap(), "landed");
+        sealer.join().unwrap();
+        assert!(gate.land(|| ()).is_err(), "sealed for good");
     }
 }

@@ -102,6 +102,9 @@ pub async fn put_part(
         .await
     {
         Ok(name) => name,
+        // The asset began assembling while this part came in: like any late part, its
+        // bytes are dropped (read to the end) and the device told yes (c2c-api.md §4).
+        Err(PartError::Sealed) => return Ok(ok()),
         Err(PartError::WrongLength { expected, received }) => {
             return Err(wrong_length(expected, received));
         }

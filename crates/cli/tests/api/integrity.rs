@@ -1,0 +1,119 @@
+//! A finished clip is exactly the bytes the camera sent, for good (issue 20): the upload
+//! paths that could change a clip's bytes after its SHA-256 is recorded, or record a hash
+//! the file does not hold, tried from outside.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use rushes_proto::asset::Asset;
+use serde_json::json;
+
+use crate::helpers::*;
+
+const PART: usize = MIB;
+
+/// Creates an asset of `parts` parts of [`PART`] bytes, planned by the device.
+async fn create_planned(app: &TestServer, token: &str, name: &str, parts: usize) -> Asset {
+    let res = app
+        .create_asset_raw(
+            token,
+            json!({"name": name, "filesize": parts * PART, "filetype": "video/mp4", "parts": parts}),
+        )
+        .await;
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let asset: Asset = serde_json::from_str(&text).expect("asset body");
+    assert_eq!(asset.upload_urls.len(), parts, "{asset:?}");
+    asset
+}
+
+async fn put_ok(app: &TestServer, url: &str, bytes: &[u8]) {
+    let res = app.put_part(url, bytes.to_vec()).await;
+    let status = res.status();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+}
+
+/// Polls `done` until it holds, for 30 s at most.
+async fn wait_until(what: &str, app: &TestServer, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}; log: {}", app.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The measured case: a part PUT stalls mid-body, the camera's retry of the part and the
+/// other parts complete the clip through other connections, then the stalled body resumes
+/// with different bytes. They must not reach the finished clip: the asset is sealed when
+/// it starts assembling, and the late bytes are read and dropped (answered 200, as any late
+/// part of a finished asset is, c2c-api.md §4).
+#[tokio::test]
+async fn a_stalled_part_that_resumes_after_the_clip_is_complete_changes_nothing() {
+    if local_store_only("the local store's own part route holds the body") {
+        return;
+    }
+    let app = spawn_app().await;
+    let token = app.pair("cam-stalled-part").await.access_token;
+    let data = test_bytes(3 * PART, 2001);
+    let asset = create_planned(&app, &token, "A001_STALL.MOV", 3).await;
+
+    // Part 1 on a connection of its own, its body held open after a quarter.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    let held_client = client_for(&app.data);
+    let held = tokio::spawn(
+        held_client
+            .put(&asset.upload_urls[0])
+            .header("content-type", "video/mp4")
+            .header("content-length", PART.to_string())
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    let quarter = PART / 4;
+    tx.send(data[..quarter].to_vec())
+        .await
+        .expect("first quarter");
+    // The held upload is inside the store's write once the asset's file exists.
+    let file = app.data.join("media/.rushes-tmp").join(&asset.id);
+    wait_until("the held part never reached the store", &app, || {
+        file.exists()
+    })
+    .await;
+
+    // The camera gives up on it and sends part 1 again, then the rest: the clip completes.
+    put_ok(&app, &asset.upload_urls[0], &data[..PART]).await;
+    put_ok(&app, &asset.upload_urls[1], &data[PART..2 * PART]).await;
+    put_ok(&app, &asset.upload_urls[2], &data[2 * PART..]).await;
+    app.wait_listed_complete(&asset.id).await;
+    let recorded = assert_complete_with(&app, &asset.id, &data);
+
+    // The stalled body resumes, with other bytes.
+    let other = test_bytes(PART - quarter, 2002);
+    tx.send(other).await.expect("the rest");
+    drop(tx);
+    let answer = held
+        .await
+        .expect("held PUT task")
+        .expect("the held PUT is answered");
+    assert_eq!(
+        answer.status(),
+        StatusCode::OK,
+        "a late part is taken and dropped"
+    );
+
+    // The clip, its record and its hash are as they were.
+    let after = assert_complete_with(&app, &asset.id, &data);
+    assert_eq!(after["sha256"], recorded["sha256"]);
+    let stored = std::fs::read(app.asset_file(&after)).expect("the clip");
+    assert_eq!(sha256_hex(&stored), recorded["sha256"]);
+}
