@@ -117,3 +117,51 @@ async fn a_stalled_part_that_resumes_after_the_clip_is_complete_changes_nothing(
     let stored = std::fs::read(app.asset_file(&after)).expect("the clip");
     assert_eq!(sha256_hex(&stored), recorded["sha256"]);
 }
+
+/// Bug 1: assembly trusted the hash of the parts as they arrived without looking at the
+/// file. An asset's file removed, or cut short, after its first part (an operator's
+/// clean-up, a sweep) was re-created by the later parts with a hole where the first had
+/// been, and put in place under the SHA-256 of the bytes it had lost. Now assembly checks
+/// the file, fails loudly and keeps failing: the asset is never listed complete.
+#[tokio::test]
+async fn an_asset_file_removed_or_cut_short_while_its_parts_arrive_is_never_completed() {
+    if local_store_only("the local store's temporary asset files") {
+        return;
+    }
+    let app = spawn_app().await;
+    let token = app.pair("cam-lost-file").await.access_token;
+    let data = test_bytes(3 * PART, 2003);
+    let removed = create_planned(&app, &token, "A001_GONE.MOV", 3).await;
+    let cut = create_planned(&app, &token, "A001_CUT.MOV", 3).await;
+    for (asset, damage) in [(&removed, "remove"), (&cut, "truncate")] {
+        put_ok(&app, &asset.upload_urls[0], &data[..PART]).await;
+        let file = app.data.join("media/.rushes-tmp").join(&asset.id);
+        match damage {
+            "remove" => std::fs::remove_file(&file).expect("remove the asset's file"),
+            _ => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .and_then(|f| f.set_len(PART as u64 / 2))
+                .expect("truncate the asset's file"),
+        }
+        put_ok(&app, &asset.upload_urls[1], &data[PART..2 * PART]).await;
+        put_ok(&app, &asset.upload_urls[2], &data[2 * PART..]).await;
+    }
+    for asset in [&removed, &cut] {
+        // Its second attempt (a second after the first) must not take the file as it is.
+        let failures = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains(&asset.id) && l.contains("finalising failed"))
+                .count()
+        };
+        wait_until("assembly neither failed twice nor completed", &app, || {
+            failures(&app.log()) >= 2 || app.asset_entry(&asset.id)["state"] == "complete"
+        })
+        .await;
+        let entry = app.asset_entry(&asset.id);
+        assert_ne!(
+            entry["state"], "complete",
+            "a clip missing bytes was completed: {entry}"
+        );
+    }
+}

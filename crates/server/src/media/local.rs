@@ -471,21 +471,44 @@ fn assemble_blocking(sources: &[Source], temp: &Path) -> Result<bool, AssembleEr
     Ok(copied_any)
 }
 
-/// Hashes the joined file `temp` and checks its size against the parts'.
+/// Hashes the joined file `temp`, checking it against what was received: its size against
+/// the parts', and, where the parts were hashed as they arrived, that the file still holds
+/// those bytes. A file removed or truncated while its parts arrived (an operator's
+/// clean-up, a sweep) reads back short, or with a hole where later parts re-created it;
+/// it is never put in place under the hash of the bytes it lost.
 fn finish_hash(
     temp: &Path,
     running: Option<(Sha256, u64)>,
     copied_any: bool,
     sources: &[Source],
 ) -> Result<Assembled, AssembleError> {
+    let expected: u64 = sources.iter().map(|s| s.size).sum();
+    let len = std::fs::metadata(temp)?.len();
+    if len != expected {
+        return Err(io::Error::other(format!(
+            "{} holds {len} bytes, not the {expected} received: it was truncated or removed while the parts arrived",
+            temp.display()
+        ))
+        .into());
+    }
     // What was hashed as the parts arrived is still what the file holds unless a part was
     // copied in just now; then the file is hashed from the start.
     let (hasher, hashed) = match running {
         Some(running) if !copied_any => running,
         _ => (Sha256::new(), 0),
     };
+    if hashed > 0 && !holds_what_was_hashed(temp, &hasher, hashed)? {
+        // Kept aside, so that a retry does not take the damaged file for the clip.
+        let damaged = temp.with_extension("damaged");
+        std::fs::rename(temp, &damaged)?;
+        return Err(io::Error::other(format!(
+            "{} no longer holds the bytes received (it was removed or truncated while the parts arrived); kept as {}",
+            temp.display(),
+            damaged.display()
+        ))
+        .into());
+    }
     let (sha256, size) = hash_file_from(temp, hasher, hashed)?;
-    let expected: u64 = sources.iter().map(|s| s.size).sum();
     if size != expected {
         return Err(io::Error::other(format!(
             "{} holds {size} bytes, not {expected}",
@@ -494,6 +517,22 @@ fn finish_hash(
         .into());
     }
     Ok(Assembled { sha256, size })
+}
+
+/// Whether the first `hashed` bytes of `temp` are still those `hasher` saw. Trusted as they
+/// are unless the file has a hole among them (bytes written are never a hole where files
+/// are stored; a file removed or cut short, then extended by later parts, is): then they
+/// are read back and compared.
+fn holds_what_was_hashed(temp: &Path, hasher: &Sha256, hashed: u64) -> io::Result<bool> {
+    let file = std::fs::File::open(temp)?;
+    // A file system that cannot tell answers its end: no hole.
+    let first_hole = rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(0)).unwrap_or(0);
+    if first_hole >= hashed {
+        return Ok(true);
+    }
+    let mut again = Sha256::new();
+    hash_range(&file, &mut again, 0, hashed)?;
+    Ok(again.finalize() == hasher.clone().finalize())
 }
 
 /// Links the joined file `temp` into place without ever replacing a file.
