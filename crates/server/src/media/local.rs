@@ -262,18 +262,24 @@ impl LocalStore {
         Ok(stored_as)
     }
 
-    /// Removes upload folders and asset files that no asset in `live` refers to (left by
-    /// crashes).
-    pub async fn sweep_uploads(
-        &self,
-        live: &std::collections::HashSet<String>,
-    ) -> io::Result<usize> {
+    /// Removes the upload folders and asset files (left by crashes) of assets that are
+    /// finished or unknown. `leftover` is asked about each file's asset as the file is
+    /// reached, never from a list made before: the server is serving meanwhile (cameras
+    /// reconnect the moment it is back), and an upload begun after such a list was made
+    /// would lose parts already acknowledged.
+    pub async fn sweep_uploads<F, Fut>(&self, leftover: F) -> io::Result<usize>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = io::Result<bool>>,
+    {
         let mut removed = 0;
         for dir in [self.uploads.clone(), self.media.join(".rushes-tmp")] {
             let mut entries = tokio::fs::read_dir(&dir).await?;
             while let Some(entry) = entries.next_entry().await? {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if live.contains(&name) {
+                // `<asset>`, or `<asset>.damaged`.
+                let asset_id = name.split('.').next().unwrap_or_default().to_owned();
+                if !leftover(asset_id).await? {
                     continue;
                 }
                 if entry.file_type().await?.is_dir() {
@@ -1408,5 +1414,42 @@ mod tests {
         assert_eq!(inside.join().unwrap().unwrap(), "landed");
         sealer.join().unwrap();
         assert!(gate.land(|| ()).is_err(), "sealed for good");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_asks_about_each_files_asset_as_it_reaches_it() {
+        let data = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(data.path(), UrlSigner::new(b"k".to_vec())).unwrap();
+        for id in ["done", "live", "born-during-the-sweep"] {
+            std::fs::create_dir_all(store.uploads.join(id)).unwrap();
+            std::fs::write(store.uploads.join(id).join("00001-x.part"), b"p").unwrap();
+            std::fs::write(store.asset_file(id), b"a").unwrap();
+        }
+        std::fs::write(store.media.join(".rushes-tmp").join("done.damaged"), b"d").unwrap();
+        // What the database says at the moment each file is reached: an asset created
+        // after the sweep began is unfinished, like any other.
+        let asked = std::sync::Mutex::new(Vec::new());
+        let removed = store
+            .sweep_uploads(|id| {
+                asked.lock().unwrap().push(id.clone());
+                async move { Ok(id == "done") }
+            })
+            .await
+            .unwrap();
+        assert_eq!(removed, 3);
+        assert_eq!(asked.lock().unwrap().len(), 7, "asked once per file");
+        for id in ["live", "born-during-the-sweep"] {
+            assert!(store.uploads.join(id).join("00001-x.part").exists(), "{id}");
+            assert!(store.asset_file(id).exists(), "{id}");
+        }
+        assert!(!store.uploads.join("done").exists());
+        assert!(!store.asset_file("done").exists());
+        assert!(
+            !store
+                .media
+                .join(".rushes-tmp")
+                .join("done.damaged")
+                .exists()
+        );
     }
 }
