@@ -42,6 +42,8 @@ pub struct LocalStore {
     hashes: RunningHashes,
     /// What keeps writes out of an asset's file once it is being assembled.
     gates: Gates,
+    /// Folders made durable (`uploads/<asset>`, the clips' `<date>/<TYPE>/<device>`).
+    dirs: Arc<SyncedDirs>,
 }
 
 /// Why a part upload was not stored.
@@ -83,6 +85,7 @@ impl LocalStore {
             signer,
             hashes: RunningHashes::default(),
             gates: Gates::default(),
+            dirs: Arc::default(),
         })
     }
 
@@ -236,7 +239,14 @@ impl LocalStore {
             return drain_sealed(body, idle, 0, expected).await;
         }
         let dir = self.uploads.join(asset_id);
-        tokio::fs::create_dir_all(&dir).await?;
+        {
+            // Durable before the part is: its entry in `uploads/` is fsynced once, and
+            // every part of the asset waits for that.
+            let (dirs, uploads, dir) = (self.dirs.clone(), self.uploads.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || dirs.ensure(&uploads, &dir))
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))??;
+        }
         let stored_as = format!("{number:05}-{}.part", uuid::Uuid::new_v4().simple());
         let temp = dir.join(format!(".{stored_as}.tmp"));
         let result = async {
@@ -357,6 +367,7 @@ impl MediaStore for LocalStore {
         let asset_id = target.asset_id.clone();
         let hold = target.hold;
         let gate = self.gates.gate(&asset_id);
+        let (dirs, media) = (self.dirs.clone(), self.media.clone());
         tokio::task::spawn_blocking(move || {
             // From here on no write reaches the file: those under way are waited for, and
             // any later one is turned away.
@@ -365,7 +376,7 @@ impl MediaStore for LocalStore {
             let copied_any = assemble_blocking(&sources, &temp)?;
             let assembled = finish_hash(&temp, running, copied_any, &sources)?;
             if !hold {
-                link_into_place(&temp, &final_path, &assembled)?;
+                link_into_place(&temp, &final_path, &assembled, &dirs, &media)?;
             }
             Ok(assembled)
         })
@@ -381,9 +392,12 @@ impl MediaStore for LocalStore {
         let final_path = self.asset_path(&target.project_dir, &target.path);
         let temp = self.asset_file(&target.asset_id);
         let assembled = assembled.clone();
-        tokio::task::spawn_blocking(move || link_into_place(&temp, &final_path, &assembled))
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))?
+        let (dirs, media) = (self.dirs.clone(), self.media.clone());
+        tokio::task::spawn_blocking(move || {
+            link_into_place(&temp, &final_path, &assembled, &dirs, &media)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?
     }
 
     async fn discard_duplicate(&self, target: &AssetTarget) -> io::Result<()> {
@@ -405,6 +419,7 @@ impl MediaStore for LocalStore {
         // Only now that the name is gone: a writer let in after this opens a new file, never
         // the clip the name was linked to.
         self.gates.forget(asset_id);
+        self.dirs.forget(&self.uploads.join(asset_id));
     }
 }
 
@@ -546,12 +561,14 @@ fn link_into_place(
     temp: &Path,
     final_path: &Path,
     assembled: &Assembled,
+    dirs: &SyncedDirs,
+    media: &Path,
 ) -> Result<(), AssembleError> {
     let Assembled { sha256, size } = assembled;
     let dir = final_path
         .parent()
         .ok_or_else(|| io::Error::other("asset path has no folder"))?;
-    std::fs::create_dir_all(dir)?;
+    dirs.ensure(media, dir)?;
     match std::fs::hard_link(temp, final_path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -842,6 +859,67 @@ impl Drop for InPlaceWrite {
         // as it went.
         let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
         self.unregister(&mut state);
+    }
+}
+
+/// Folders this process has made durable: created if missing and their entry fsynced in
+/// their parent, once each. A file fsynced in a folder whose own entry is not durable can
+/// vanish with it in a crash, so nothing is acknowledged before its folder chain is synced;
+/// a caller finding a folder another is creating waits for that one's fsync rather than
+/// going on without it.
+#[derive(Default)]
+struct SyncedDirs {
+    done: std::sync::Mutex<HashMap<PathBuf, Arc<std::sync::Mutex<bool>>>>,
+    /// The parents fsynced, in order (what the tests can see of it).
+    #[cfg(test)]
+    synced: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl SyncedDirs {
+    /// Makes `dir`, below `root` (which exists), and each folder between them durable
+    /// (blocking).
+    fn ensure(&self, root: &Path, dir: &Path) -> io::Result<()> {
+        let below = dir.strip_prefix(root).map_err(|_| {
+            io::Error::other(format!("{} is outside {}", dir.display(), root.display()))
+        })?;
+        let mut path = root.to_owned();
+        for component in below.components() {
+            let parent = path.clone();
+            path.push(component);
+            let once = self
+                .done
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(path.clone())
+                .or_default()
+                .clone();
+            let mut done = once.lock().unwrap_or_else(|e| e.into_inner());
+            if *done {
+                continue;
+            }
+            match std::fs::create_dir(&path) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                // Found already there (made by an earlier run, which may have crashed before
+                // its fsync): synced all the same.
+                _ => {}
+            }
+            std::fs::File::open(&parent)?.sync_all()?;
+            #[cfg(test)]
+            self.synced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(parent);
+            *done = true;
+        }
+        Ok(())
+    }
+
+    /// `dir` was removed: a folder of that name made later is synced again.
+    fn forget(&self, dir: &Path) {
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(dir);
     }
 }
 
@@ -1451,5 +1529,52 @@ mod tests {
                 .join("done.damaged")
                 .exists()
         );
+    }
+
+    #[test]
+    fn each_new_folder_is_synced_in_its_parent_once_and_callers_wait_for_it() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let dirs = Arc::new(SyncedDirs::default());
+        let deep = root.join("2026_12_08/VIDEO/cam");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (dirs, root, deep) = (dirs.clone(), root.to_owned(), deep.clone());
+                std::thread::spawn(move || {
+                    dirs.ensure(&root, &deep).unwrap();
+                    // Whoever returns finds every folder there and its parent synced.
+                    let synced = dirs.synced.lock().unwrap().clone();
+                    assert!(deep.is_dir());
+                    synced
+                })
+            })
+            .collect();
+        let chain = vec![
+            root.to_owned(),
+            root.join("2026_12_08"),
+            root.join("2026_12_08/VIDEO"),
+        ];
+        for thread in threads {
+            assert_eq!(
+                thread.join().unwrap(),
+                chain,
+                "each parent synced once, before any return"
+            );
+        }
+        dirs.ensure(&root, &root.join("2026_12_08/VIDEO/other"))
+            .unwrap();
+        let mut expected = chain.clone();
+        expected.push(
+            root.join("2026_12_08/VIDEO/cam")
+                .parent()
+                .unwrap()
+                .to_owned(),
+        );
+        assert_eq!(
+            *dirs.synced.lock().unwrap(),
+            expected,
+            "only the new folder's parent"
+        );
+        assert!(dirs.ensure(&root, Path::new("/elsewhere")).is_err());
     }
 }
