@@ -165,3 +165,80 @@ async fn an_asset_file_removed_or_cut_short_while_its_parts_arrive_is_never_comp
         );
     }
 }
+
+/// Whether the asset's temporary file holds `bytes` at `at`.
+fn file_holds(file: &std::path::Path, at: usize, bytes: &[u8]) -> bool {
+    std::fs::read(file).is_ok_and(|held| held.get(at..at + bytes.len()) == Some(bytes))
+}
+
+/// One writer per part region: a first upload of part 1 lands some bytes, stalls, the
+/// camera's retry of the part is answered 200, then the first lands more bytes and breaks
+/// off. Its bytes must not end up in the clip in place of the retry's, which is what the
+/// server recorded: the retry, finding the region held, is kept in a file of its own.
+#[tokio::test]
+async fn a_broken_upload_of_a_part_cannot_write_over_its_acknowledged_retry() {
+    if local_store_only("the local store writes parts in place") {
+        return;
+    }
+    let app = spawn_app().await;
+    let token = app.pair("cam-broken-part").await.access_token;
+    const BIG: usize = 3 * PART;
+    let data = test_bytes(2 * BIG, 2004);
+    let res = app
+        .create_asset_raw(
+            &token,
+            json!({"name": "A001_MIX.MOV", "filesize": data.len(), "filetype": "video/mp4", "parts": 2}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let asset: Asset = res.json().await.expect("asset");
+    let file = app.data.join("media/.rushes-tmp").join(&asset.id);
+
+    // A buggy first upload of part 1, with other bytes, on a connection of its own.
+    let other = test_bytes(BIG, 2005);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let held_client = client_for(&app.data);
+    let held = tokio::spawn(
+        held_client
+            .put(&asset.upload_urls[0])
+            .header("content-type", "video/mp4")
+            .header("content-length", BIG.to_string())
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    tx.send(Ok(other[..PART].to_vec())).await.expect("send");
+    wait_until("the first MiB never landed", &app, || {
+        file_holds(&file, 0, &other[..PART])
+    })
+    .await;
+
+    // The retry, whole and right.
+    put_ok(&app, &asset.upload_urls[0], &data[..BIG]).await;
+
+    // The first upload lands another MiB, then breaks off.
+    tx.send(Ok(other[PART..2 * PART].to_vec()))
+        .await
+        .expect("send");
+    wait_until("the second MiB never landed", &app, || {
+        file_holds(&file, PART, &other[PART..2 * PART])
+    })
+    .await;
+    tx.send(Err(std::io::Error::other("the camera's upload breaks off")))
+        .await
+        .expect("send");
+    drop(tx);
+    let broken = held.await.expect("held PUT task");
+    assert!(
+        broken
+            .as_ref()
+            .map_or(true, |r| r.status() != StatusCode::OK),
+        "a broken upload was acknowledged: {broken:?}"
+    );
+
+    put_ok(&app, &asset.upload_urls[1], &data[BIG..]).await;
+    app.wait_listed_complete(&asset.id).await;
+    assert_complete_with(&app, &asset.id, &data);
+}

@@ -103,10 +103,35 @@ impl LocalStore {
         self.media.join(".rushes-tmp").join(asset_id)
     }
 
+    /// Claims `[offset, offset + len)` of a planned asset's file for one upload to write in
+    /// place: `None` while another upload holds any of it (a stalled first copy of the part,
+    /// say), and then this copy goes to a file of its own. The caller keeps the claim until
+    /// its part is recorded (or it gave up): so whichever copy is recorded last is what the
+    /// region holds whole, never bytes of two uploads mixed.
+    pub fn claim_region(&self, asset_id: &str, offset: u64, len: u64) -> Option<Arc<RegionClaim>> {
+        let gate = self.gates.gate(asset_id);
+        let id = {
+            let mut state = gate.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state
+                .claims
+                .values()
+                .any(|&claimed| ranges_overlap(claimed, (offset, len)))
+            {
+                return None;
+            }
+            state.next_claim += 1;
+            let id = state.next_claim;
+            state.claims.insert(id, (offset, len));
+            id
+        };
+        Some(Arc::new(RegionClaim { gate, id, offset }))
+    }
+
     /// Streams a part to disk, checking its length as it goes (so an oversized body is cut
-    /// off at the first extra byte) and abandoning it if the sender goes quiet. With an
-    /// `offset` the part is written there in the asset's file ([`IN_PLACE`]); without, to a
-    /// file of its own. Returns the name the part is stored under once it is durable.
+    /// off at the first extra byte) and abandoning it if the sender goes quiet. With a
+    /// claim ([`LocalStore::claim_region`]) the part is written in its region of the
+    /// asset's file ([`IN_PLACE`]); without, to a file of its own. Returns the name the part
+    /// is stored under once it is durable.
     pub async fn write_part<S, E>(
         &self,
         asset_id: &str,
@@ -114,15 +139,15 @@ impl LocalStore {
         expected: u64,
         body: S,
         idle: Duration,
-        offset: Option<u64>,
+        in_place: Option<Arc<RegionClaim>>,
     ) -> Result<String, PartError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        match offset {
-            Some(offset) => {
-                self.write_in_place(asset_id, offset, expected, body, idle)
+        match in_place {
+            Some(claim) => {
+                self.write_in_place(asset_id, claim, expected, body, idle)
                     .await?;
                 Ok(IN_PLACE.to_owned())
             }
@@ -138,7 +163,7 @@ impl LocalStore {
     async fn write_in_place<S, E>(
         &self,
         asset_id: &str,
-        offset: u64,
+        claim: Arc<RegionClaim>,
         expected: u64,
         mut body: S,
         idle: Duration,
@@ -147,8 +172,9 @@ impl LocalStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        let offset = claim.offset;
         let path = self.asset_file(asset_id);
-        let gate = self.gates.gate(asset_id);
+        let gate = claim.gate.clone();
         // Opened only while the gate is open: once sealed, the name may be the finished
         // clip's (linked) or gone, and neither may be written.
         let opened = {
@@ -192,7 +218,7 @@ impl LocalStore {
             chunks.push(chunk);
             if gathered >= COPY_BUFFER || chunks.len() >= MAX_SLICES {
                 (chunks, hasher) =
-                    match write_chunks_at(&file, chunks, offset + written, hasher, &write, &gate)
+                    match write_chunks_at(&file, chunks, offset + written, hasher, &write, &claim)
                         .await
                     {
                         Err(PartError::Sealed) => {
@@ -209,7 +235,7 @@ impl LocalStore {
         }
         if !chunks.is_empty() {
             (_, hasher) =
-                write_chunks_at(&file, chunks, offset + written, hasher, &write, &gate).await?;
+                write_chunks_at(&file, chunks, offset + written, hasher, &write, &claim).await?;
         }
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
@@ -664,22 +690,23 @@ where
 /// Writes `chunks` back to back from `offset` (`pwritev`, on the blocking pool), feeding
 /// them to `hasher` if there is one; returns the vector, emptied, for reuse, and the hasher.
 /// `write` is held until the bytes are in the file, even if the caller is gone by then.
-/// Nothing is written once `gate` is sealed ([`PartError::Sealed`]).
+/// Nothing is written once the asset's gate is sealed ([`PartError::Sealed`]).
 async fn write_chunks_at(
     file: &Arc<std::fs::File>,
     mut chunks: Vec<Bytes>,
     offset: u64,
     mut hasher: Option<Sha256>,
     write: &Arc<InPlaceWrite>,
-    gate: &Arc<Gate>,
+    claim: &Arc<RegionClaim>,
 ) -> Result<(Vec<Bytes>, Option<Sha256>), PartError> {
     let file = file.clone();
     let write = write.clone();
-    let gate = gate.clone();
+    // Held until the bytes are in: the region stays this upload's while they land.
+    let claim = claim.clone();
     tokio::task::spawn_blocking(move || {
         let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         write.landing(offset, total);
-        let written = gate.land(|| write_all_at(&file, &chunks, offset));
+        let written = claim.gate.land(|| write_all_at(&file, &chunks, offset));
         write.landed();
         written.map_err(|Sealed| PartError::Sealed)??;
         // Hashed once written, while the disk takes them.
@@ -958,6 +985,24 @@ struct GateState {
     sealed: bool,
     /// Writes between entering and leaving.
     inside: usize,
+    /// Regions of the file held by one upload each ([`RegionClaim`]): id → (offset, length).
+    claims: HashMap<u64, (u64, u64)>,
+    next_claim: u64,
+}
+
+/// A region of an asset's file that one upload alone may write, from
+/// [`LocalStore::claim_region`]; released when the last handle goes.
+pub struct RegionClaim {
+    gate: Arc<Gate>,
+    id: u64,
+    offset: u64,
+}
+
+impl Drop for RegionClaim {
+    fn drop(&mut self) {
+        let mut state = self.gate.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.claims.remove(&self.id);
+    }
 }
 
 /// The gate was sealed: the write did not happen.
@@ -1445,14 +1490,18 @@ mod tests {
         ];
         let hashes = RunningHashes::default();
         let write = Arc::new(hashes.begin_write("a", 2, 7).0);
-        let gate = Arc::new(Gate::default());
-        let (left, hasher) = write_chunks_at(&file, chunks, 2, Some(Sha256::new()), &write, &gate)
+        let claim = Arc::new(RegionClaim {
+            gate: Arc::new(Gate::default()),
+            id: 0,
+            offset: 2,
+        });
+        let (left, hasher) = write_chunks_at(&file, chunks, 2, Some(Sha256::new()), &write, &claim)
             .await
             .unwrap();
         assert!(left.is_empty());
         let hashed = hex(&hasher.expect("given back").finalize());
         assert_eq!(hashed, sha256_hex(&[b"abcdefg"]), "the chunks, in order");
-        let (left, _) = write_chunks_at(&file, vec![Bytes::new()], 9, None, &write, &gate)
+        let (left, _) = write_chunks_at(&file, vec![Bytes::new()], 9, None, &write, &claim)
             .await
             .unwrap();
         assert!(left.is_empty());
@@ -1576,5 +1625,21 @@ mod tests {
             "only the new folder's parent"
         );
         assert!(dirs.ensure(&root, Path::new("/elsewhere")).is_err());
+    }
+
+    #[test]
+    fn a_region_is_held_by_one_upload_until_it_lets_go() {
+        let data = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(data.path(), UrlSigner::new(b"k".to_vec())).unwrap();
+        let first = store.claim_region("a", 0, 3000).expect("free");
+        assert!(store.claim_region("a", 2999, 10).is_none(), "overlaps");
+        let beside = store.claim_region("a", 3000, 3000).expect("beside it");
+        assert!(store.claim_region("b", 0, 3000).is_some(), "another asset");
+        let held = first.clone();
+        drop(first);
+        assert!(store.claim_region("a", 0, 3000).is_none(), "still held");
+        drop(held);
+        assert!(store.claim_region("a", 0, 3000).is_some(), "let go");
+        drop(beside);
     }
 }
