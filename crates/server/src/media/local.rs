@@ -1610,7 +1610,7 @@ mod tests {
                 "each parent synced once, before any return"
             );
         }
-        dirs.ensure(&root, &root.join("2026_12_08/VIDEO/other"))
+        dirs.ensure(root, &root.join("2026_12_08/VIDEO/other"))
             .unwrap();
         let mut expected = chain.clone();
         expected.push(
@@ -1624,7 +1624,7 @@ mod tests {
             expected,
             "only the new folder's parent"
         );
-        assert!(dirs.ensure(&root, Path::new("/elsewhere")).is_err());
+        assert!(dirs.ensure(root, Path::new("/elsewhere")).is_err());
     }
 
     #[test]
