@@ -399,6 +399,17 @@ impl MediaStore for LocalStore {
             // any later one is turned away.
             gate.seal();
             let running = hashes.take(&asset_id);
+            let damaged = temp.with_extension("damaged");
+            if damaged.exists() {
+                // An earlier attempt found the file had lost bytes: what a new one would
+                // build around the missing parts is no better.
+                return Err(io::Error::other(format!(
+                    "{} lost bytes while its parts arrived (see {})",
+                    temp.display(),
+                    damaged.display()
+                ))
+                .into());
+            }
             let copied_any = assemble_blocking(&sources, &temp)?;
             let assembled = finish_hash(&temp, running, copied_any, &sources)?;
             if !hold {
