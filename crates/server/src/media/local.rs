@@ -14,6 +14,11 @@
 //! file and links it into place. Every file becomes visible only complete: fsynced before
 //! its part is acknowledged, and hard-linked into place (a link never replaces anything),
 //! with the directory fsynced after.
+//!
+//! Written in place, a part's bytes go where a finished clip's will be: so one upload at a
+//! time writes a part's region ([`LocalStore::claim_region`]), and once assembly starts no
+//! write reaches the file at all (the asset's gate is sealed; a late write is drained and
+//! dropped). ARCHITECTURE.md, Invariants.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
