@@ -11,7 +11,6 @@
 //! hashed before they are put in place (S3 can only hash a completed object, so there the
 //! duplicate's object is deleted instead).
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::db::{AssetState, DbResult, PartRecord, run_to_end};
@@ -194,11 +193,55 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
         }
     }
     if let Some(local) = &state.local {
-        let live: HashSet<String> = state.db.unfinished_asset_ids().await?.into_iter().collect();
-        let swept = local.sweep_uploads(&live).await?;
+        let swept = local
+            .sweep_uploads(|asset_id| async move {
+                let asset = state
+                    .db
+                    .asset(&asset_id)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Ok(is_leftover(asset.map(|a| a.state())))
+            })
+            .await?;
         if swept > 0 {
             tracing::info!(count = swept, "removed leftover upload folders");
         }
     }
     Ok(())
+}
+
+/// Whether the upload files of an asset in `state` (`None`: no such asset) are leftovers
+/// the sweep may remove: only once nothing will write or read them again. An asset still
+/// `uploading` or `assembling` keeps them, whenever it was created.
+fn is_leftover(state: Option<AssetState>) -> bool {
+    match state {
+        None => true,
+        Some(AssetState::Uploading | AssetState::Assembling) => false,
+        Some(
+            AssetState::Complete
+            | AssetState::Abandoned
+            | AssetState::Superseded
+            | AssetState::Duplicate,
+        ) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_files_of_finished_or_unknown_assets_are_leftovers() {
+        assert!(is_leftover(None));
+        assert!(!is_leftover(Some(AssetState::Uploading)));
+        assert!(!is_leftover(Some(AssetState::Assembling)));
+        for done in [
+            AssetState::Complete,
+            AssetState::Abandoned,
+            AssetState::Superseded,
+            AssetState::Duplicate,
+        ] {
+            assert!(is_leftover(Some(done)), "{done:?}");
+        }
+    }
 }

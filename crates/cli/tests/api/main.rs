@@ -25,6 +25,7 @@ mod devices_and_assets;
 mod disk_full;
 mod durability;
 mod fault_proxy;
+mod integrity;
 mod limits;
 mod operations;
 mod s3;

@@ -19,6 +19,13 @@
 //! in one round trip ([`Writer::fetch_and_commit`], used for asset creates by
 //! [`super::create_queue`]), committing whatever the shared transaction holds with it.
 //!
+//! SQLite undoes a failed statement by itself, but on some errors (a full disk, an I/O
+//! error) it rolls back the whole transaction instead, and the next `SAVEPOINT` quietly
+//! starts a new one. So the shared transaction carries a marker, a row of a temporary table
+//! written at its `BEGIN` and deleted with its `COMMIT`: a batch whose marker is gone was
+//! rolled back under it, and every caller in it is told its write failed
+//! ([`WriterState::batch_intact`]), never that it committed.
+//!
 //! PostgreSQL needs none of this (its commits already overlap), so there [`WriteTx`] is a
 //! plain pooled transaction.
 
@@ -51,7 +58,15 @@ struct WriterState {
     /// statement the connection runs (one round trip to SQLite's thread fewer per caller,
     /// while everyone else waits for the connection).
     release_pending: bool,
+    /// The temporary table of the batch marker exists on `conn`.
+    marker_ready: bool,
 }
+
+/// Creates the batch marker's table (temporary: on this connection only, never on disk).
+const MARKER_TABLE: &str =
+    "PRAGMA temp_store = MEMORY; CREATE TEMP TABLE IF NOT EXISTS rushes_batch (open INTEGER); ";
+/// Opens the shared transaction with its marker.
+const BEGIN: &str = "BEGIN IMMEDIATE; INSERT INTO temp.rushes_batch (open) VALUES (1)";
 
 impl Writer {
     /// Takes `conn` (already configured) and starts the committer task.
@@ -62,6 +77,7 @@ impl Writer {
             members: Vec::new(),
             abandoned: false,
             release_pending: false,
+            marker_ready: false,
         }));
         let work = Arc::new(Notify::new());
         tokio::spawn(commit_loop(Arc::downgrade(&state), work.clone()));
@@ -80,16 +96,26 @@ impl Writer {
             let mut guard = state.lock_owned().await;
             guard.undo_abandoned().await;
             let start = match (savepoint, guard.open, guard.release_pending) {
-                (true, false, _) => Some("BEGIN IMMEDIATE; SAVEPOINT caller"),
-                (true, true, true) => Some("RELEASE SAVEPOINT caller; SAVEPOINT caller"),
-                (true, true, false) => Some("SAVEPOINT caller"),
-                (false, false, _) => Some("BEGIN IMMEDIATE"),
+                (true, false, _) => Some(format!("{BEGIN}; SAVEPOINT caller")),
+                (true, true, true) => Some("RELEASE SAVEPOINT caller; SAVEPOINT caller".into()),
+                (true, true, false) => Some("SAVEPOINT caller".into()),
+                (false, false, _) => Some(BEGIN.into()),
                 // An open savepoint would make SQLite keep undo copies of this caller's pages.
-                (false, true, true) => Some("RELEASE SAVEPOINT caller"),
+                (false, true, true) => Some("RELEASE SAVEPOINT caller".into()),
                 (false, true, false) => None,
             };
+            let start = match start {
+                Some(sql) if !guard.open && !guard.marker_ready => {
+                    Some(format!("{MARKER_TABLE}{sql}"))
+                }
+                other => other,
+            };
             let started = match start {
-                Some(sql) => guard.conn.execute(sql).await.map(|_| ()),
+                Some(sql) => guard
+                    .conn
+                    .execute(sqlx::AssertSqlSafe(sql))
+                    .await
+                    .map(|_| ()),
                 None => Ok(()),
             };
             if let Err(e) = started {
@@ -99,6 +125,7 @@ impl Writer {
                 return Err(e);
             }
             guard.open = true;
+            guard.marker_ready = true;
             guard.release_pending = false;
             Ok(WriteTx(Inner::Batched {
                 guard: Some(guard),
@@ -125,12 +152,18 @@ impl Writer {
     {
         let mut state = self.state.lock().await;
         state.undo_abandoned().await;
+        if state.open && !state.batch_intact().await {
+            state.fail_batch(&batch_lost()).await;
+        }
         let began = !state.open;
-        let opening = if began { "BEGIN IMMEDIATE; " } else { "" };
-        match statement(opening, "; COMMIT")
-            .fetch_all(&mut state.conn)
-            .await
-        {
+        // Alone, the statement needs no marker; joining the batch, it commits the marker's
+        // removal with it.
+        let (opening, closing) = if began {
+            ("BEGIN IMMEDIATE; ", "; COMMIT")
+        } else {
+            ("", "; DELETE FROM temp.rushes_batch; COMMIT")
+        };
+        match statement(opening, closing).fetch_all(&mut state.conn).await {
             Ok(rows) => {
                 state.committed();
                 Ok(rows)
@@ -185,11 +218,28 @@ impl WriterState {
         if !self.open {
             return;
         }
-        // COMMIT also releases a savepoint still open.
-        match self.conn.execute("COMMIT").await {
+        if !self.batch_intact().await {
+            self.fail_batch(&batch_lost()).await;
+            return;
+        }
+        // COMMIT also releases a savepoint still open; the marker goes with it.
+        match self
+            .conn
+            .execute("DELETE FROM temp.rushes_batch; COMMIT")
+            .await
+        {
             Ok(_) => self.committed(),
             Err(e) => self.fail_batch(&e).await,
         }
+    }
+
+    /// Whether the shared transaction is still the one opened (its marker is there), not
+    /// rolled back by SQLite and perhaps replaced by one a later `SAVEPOINT` began.
+    async fn batch_intact(&mut self) -> bool {
+        let marker: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM temp.rushes_batch")
+            .fetch_one(&mut self.conn)
+            .await;
+        matches!(marker, Ok(1))
     }
 
     /// The shared transaction was committed: tells everyone in it.
@@ -200,6 +250,12 @@ impl WriterState {
             let _ = member.send(Ok(()));
         }
     }
+}
+
+fn batch_lost() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::other(
+        "SQLite rolled back the shared transaction (a statement in it failed)",
+    ))
 }
 
 /// Commits after callers release their savepoints. It queues for the connection behind the
@@ -406,6 +462,10 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(keys, ["a", "alone", "b", "with-b"]);
+        // The batches it joined were closed properly: later ones commit.
+        let mut next = db.begin_write().await.unwrap();
+        insert(&mut next, "next").await.unwrap();
+        next.commit().await.unwrap();
     }
 
     #[tokio::test]
@@ -472,5 +532,71 @@ mod tests {
             })
             .collect();
         assert_eq!(ours, expected);
+    }
+
+    /// SQLite rolls the whole transaction back on some failed statements (a full disk, an
+    /// I/O error), not only the statement. A caller whose write was in the shared
+    /// transaction must then hear that it failed, even when a later caller's `SAVEPOINT`
+    /// (which outside a transaction starts one) is committed. The `ROLLBACK` below is what
+    /// SQLite does by itself then: no setting makes an error do it on demand (a small
+    /// `max_page_count` gives `SQLITE_FULL` undoing only the statement).
+    #[tokio::test]
+    async fn a_batch_sqlite_rolled_back_is_reported_failed_to_everyone_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+        let mut first = db.begin_write().await.unwrap();
+        insert(&mut first, "first").await.unwrap();
+        // Two callers queue for the connection while the first holds it: they get it, in
+        // order, before the committer (woken by the first's hand-over) does.
+        let failing = tokio::spawn({
+            let db = db.clone();
+            async move { db.begin_standalone_writes().await }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let later = tokio::spawn({
+            let db = db.clone();
+            async move { db.begin_write().await }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let first_commit = tokio::spawn(first.commit());
+        let mut failing = failing.await.unwrap().unwrap();
+        sqlx::query("ROLLBACK")
+            .execute(&mut *failing)
+            .await
+            .unwrap();
+        drop(failing);
+        let mut later = later.await.unwrap().unwrap();
+        insert(&mut later, "later").await.unwrap();
+        let later_commit = later.commit().await;
+        let first_commit = first_commit.await.unwrap();
+
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT key FROM settings WHERE key IN ('first', 'later') ORDER BY key",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        assert!(
+            !keys.contains(&"first".to_owned()),
+            "the test did not lose the write: {keys:?}"
+        );
+        assert!(
+            first_commit.is_err(),
+            "a write SQLite rolled back was reported committed"
+        );
+        assert!(
+            later_commit.is_err() || keys.contains(&"later".to_owned()),
+            "{later_commit:?} {keys:?}"
+        );
+        // And the writer goes on.
+        db.write(sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('after', 'v')",
+        ))
+        .await
+        .unwrap();
     }
 }

@@ -14,6 +14,11 @@
 //! file and links it into place. Every file becomes visible only complete: fsynced before
 //! its part is acknowledged, and hard-linked into place (a link never replaces anything),
 //! with the directory fsynced after.
+//!
+//! Written in place, a part's bytes go where a finished clip's will be: so one upload at a
+//! time writes a part's region ([`LocalStore::claim_region`]), and once assembly starts no
+//! write reaches the file at all (the asset's gate is sealed; a late write is drained and
+//! dropped). ARCHITECTURE.md, Invariants.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -40,6 +45,10 @@ pub struct LocalStore {
     signer: UrlSigner,
     /// SHA-256 of each planned asset's file so far, fed while its parts arrive.
     hashes: RunningHashes,
+    /// What keeps writes out of an asset's file once it is being assembled.
+    gates: Gates,
+    /// Folders made durable (`uploads/<asset>`, the clips' `<date>/<TYPE>/<device>`).
+    dirs: Arc<SyncedDirs>,
 }
 
 /// Why a part upload was not stored.
@@ -51,6 +60,10 @@ pub enum PartError {
     Idle(Duration),
     #[error("the upload was interrupted: {0}")]
     Body(String),
+    /// The asset is being assembled (or is finished): nothing may reach its bytes any more.
+    /// The body was read to its end and dropped.
+    #[error("the asset is sealed; the part was discarded")]
+    Sealed,
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -76,6 +89,8 @@ impl LocalStore {
             uploads,
             signer,
             hashes: RunningHashes::default(),
+            gates: Gates::default(),
+            dirs: Arc::default(),
         })
     }
 
@@ -93,10 +108,35 @@ impl LocalStore {
         self.media.join(".rushes-tmp").join(asset_id)
     }
 
+    /// Claims `[offset, offset + len)` of a planned asset's file for one upload to write in
+    /// place: `None` while another upload holds any of it (a stalled first copy of the part,
+    /// say), and then this copy goes to a file of its own. The caller keeps the claim until
+    /// its part is recorded (or it gave up): so whichever copy is recorded last is what the
+    /// region holds whole, never bytes of two uploads mixed.
+    pub fn claim_region(&self, asset_id: &str, offset: u64, len: u64) -> Option<Arc<RegionClaim>> {
+        let gate = self.gates.gate(asset_id);
+        let id = {
+            let mut state = gate.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state
+                .claims
+                .values()
+                .any(|&claimed| ranges_overlap(claimed, (offset, len)))
+            {
+                return None;
+            }
+            state.next_claim += 1;
+            let id = state.next_claim;
+            state.claims.insert(id, (offset, len));
+            id
+        };
+        Some(Arc::new(RegionClaim { gate, id, offset }))
+    }
+
     /// Streams a part to disk, checking its length as it goes (so an oversized body is cut
-    /// off at the first extra byte) and abandoning it if the sender goes quiet. With an
-    /// `offset` the part is written there in the asset's file ([`IN_PLACE`]); without, to a
-    /// file of its own. Returns the name the part is stored under once it is durable.
+    /// off at the first extra byte) and abandoning it if the sender goes quiet. With a
+    /// claim ([`LocalStore::claim_region`]) the part is written in its region of the
+    /// asset's file ([`IN_PLACE`]); without, to a file of its own. Returns the name the part
+    /// is stored under once it is durable.
     pub async fn write_part<S, E>(
         &self,
         asset_id: &str,
@@ -104,15 +144,15 @@ impl LocalStore {
         expected: u64,
         body: S,
         idle: Duration,
-        offset: Option<u64>,
+        in_place: Option<Arc<RegionClaim>>,
     ) -> Result<String, PartError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        match offset {
-            Some(offset) => {
-                self.write_in_place(asset_id, offset, expected, body, idle)
+        match in_place {
+            Some(claim) => {
+                self.write_in_place(asset_id, claim, expected, body, idle)
                     .await?;
                 Ok(IN_PLACE.to_owned())
             }
@@ -128,7 +168,7 @@ impl LocalStore {
     async fn write_in_place<S, E>(
         &self,
         asset_id: &str,
-        offset: u64,
+        claim: Arc<RegionClaim>,
         expected: u64,
         mut body: S,
         idle: Duration,
@@ -137,18 +177,31 @@ impl LocalStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        let offset = claim.offset;
         let path = self.asset_file(asset_id);
-        let (file, created) = tokio::task::spawn_blocking(move || {
-            let created = !path.exists();
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            io::Result::Ok((Arc::new(file), created))
-        })
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))??;
+        let gate = claim.gate.clone();
+        // Opened only while the gate is open: once sealed, the name may be the finished
+        // clip's (linked) or gone, and neither may be written.
+        let opened = {
+            let gate = gate.clone();
+            tokio::task::spawn_blocking(move || {
+                gate.land(|| {
+                    let created = !path.exists();
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&path)?;
+                    io::Result::Ok((Arc::new(file), created))
+                })
+            })
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?
+        };
+        let Ok(opened) = opened else {
+            return drain_sealed(body, idle, 0, expected).await;
+        };
+        let (file, created) = opened?;
         if created {
             sync_dir(&self.media.join(".rushes-tmp")).await?;
         }
@@ -170,7 +223,14 @@ impl LocalStore {
             chunks.push(chunk);
             if gathered >= COPY_BUFFER || chunks.len() >= MAX_SLICES {
                 (chunks, hasher) =
-                    write_chunks_at(&file, chunks, offset + written, hasher, &write).await?;
+                    match write_chunks_at(&file, chunks, offset + written, hasher, &write, &claim)
+                        .await
+                    {
+                        Err(PartError::Sealed) => {
+                            return drain_sealed(body, idle, received, expected).await;
+                        }
+                        other => other?,
+                    };
                 written += gathered as u64;
                 gathered = 0;
             }
@@ -179,7 +239,8 @@ impl LocalStore {
             return Err(PartError::WrongLength { expected, received });
         }
         if !chunks.is_empty() {
-            (_, hasher) = write_chunks_at(&file, chunks, offset + written, hasher, &write).await?;
+            (_, hasher) =
+                write_chunks_at(&file, chunks, offset + written, hasher, &write, &claim).await?;
         }
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
@@ -204,8 +265,19 @@ impl LocalStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        if self.gates.gate(asset_id).is_sealed() {
+            // Its copy would never be used; nor leave a folder behind the asset's clean-up.
+            return drain_sealed(body, idle, 0, expected).await;
+        }
         let dir = self.uploads.join(asset_id);
-        tokio::fs::create_dir_all(&dir).await?;
+        {
+            // Durable before the part is: its entry in `uploads/` is fsynced once, and
+            // every part of the asset waits for that.
+            let (dirs, uploads, dir) = (self.dirs.clone(), self.uploads.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || dirs.ensure(&uploads, &dir))
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))??;
+        }
         let stored_as = format!("{number:05}-{}.part", uuid::Uuid::new_v4().simple());
         let temp = dir.join(format!(".{stored_as}.tmp"));
         let result = async {
@@ -231,18 +303,24 @@ impl LocalStore {
         Ok(stored_as)
     }
 
-    /// Removes upload folders and asset files that no asset in `live` refers to (left by
-    /// crashes).
-    pub async fn sweep_uploads(
-        &self,
-        live: &std::collections::HashSet<String>,
-    ) -> io::Result<usize> {
+    /// Removes the upload folders and asset files (left by crashes) of assets that are
+    /// finished or unknown. `leftover` is asked about each file's asset as the file is
+    /// reached, never from a list made before: the server is serving meanwhile (cameras
+    /// reconnect the moment it is back), and an upload begun after such a list was made
+    /// would lose parts already acknowledged.
+    pub async fn sweep_uploads<F, Fut>(&self, leftover: F) -> io::Result<usize>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = io::Result<bool>>,
+    {
         let mut removed = 0;
         for dir in [self.uploads.clone(), self.media.join(".rushes-tmp")] {
             let mut entries = tokio::fs::read_dir(&dir).await?;
             while let Some(entry) = entries.next_entry().await? {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if live.contains(&name) {
+                // `<asset>`, or `<asset>.damaged`.
+                let asset_id = name.split('.').next().unwrap_or_default().to_owned();
+                if !leftover(asset_id).await? {
                     continue;
                 }
                 if entry.file_type().await?.is_dir() {
@@ -319,12 +397,28 @@ impl MediaStore for LocalStore {
         let hashes = self.hashes.clone();
         let asset_id = target.asset_id.clone();
         let hold = target.hold;
+        let gate = self.gates.gate(&asset_id);
+        let (dirs, media) = (self.dirs.clone(), self.media.clone());
         tokio::task::spawn_blocking(move || {
+            // From here on no write reaches the file: those under way are waited for, and
+            // any later one is turned away.
+            gate.seal();
             let running = hashes.take(&asset_id);
+            let damaged = temp.with_extension("damaged");
+            if damaged.exists() {
+                // An earlier attempt found the file had lost bytes: what a new one would
+                // build around the missing parts is no better.
+                return Err(io::Error::other(format!(
+                    "{} lost bytes while its parts arrived (see {})",
+                    temp.display(),
+                    damaged.display()
+                ))
+                .into());
+            }
             let copied_any = assemble_blocking(&sources, &temp)?;
             let assembled = finish_hash(&temp, running, copied_any, &sources)?;
             if !hold {
-                link_into_place(&temp, &final_path, &assembled)?;
+                link_into_place(&temp, &final_path, &assembled, &dirs, &media)?;
             }
             Ok(assembled)
         })
@@ -340,9 +434,12 @@ impl MediaStore for LocalStore {
         let final_path = self.asset_path(&target.project_dir, &target.path);
         let temp = self.asset_file(&target.asset_id);
         let assembled = assembled.clone();
-        tokio::task::spawn_blocking(move || link_into_place(&temp, &final_path, &assembled))
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))?
+        let (dirs, media) = (self.dirs.clone(), self.media.clone());
+        tokio::task::spawn_blocking(move || {
+            link_into_place(&temp, &final_path, &assembled, &dirs, &media)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?
     }
 
     async fn discard_duplicate(&self, target: &AssetTarget) -> io::Result<()> {
@@ -361,6 +458,10 @@ impl MediaStore for LocalStore {
         self.hashes.forget(asset_id);
         let _ = tokio::fs::remove_dir_all(self.uploads.join(asset_id)).await;
         let _ = tokio::fs::remove_file(self.asset_file(asset_id)).await;
+        // Only now that the name is gone: a writer let in after this opens a new file, never
+        // the clip the name was linked to.
+        self.gates.forget(asset_id);
+        self.dirs.forget(&self.uploads.join(asset_id));
     }
 
     async fn open_clip(
@@ -440,21 +541,44 @@ fn assemble_blocking(sources: &[Source], temp: &Path) -> Result<bool, AssembleEr
     Ok(copied_any)
 }
 
-/// Hashes the joined file `temp` and checks its size against the parts'.
+/// Hashes the joined file `temp`, checking it against what was received: its size against
+/// the parts', and, where the parts were hashed as they arrived, that the file still holds
+/// those bytes. A file removed or truncated while its parts arrived (an operator's
+/// clean-up, a sweep) reads back short, or with a hole where later parts re-created it;
+/// it is never put in place under the hash of the bytes it lost.
 fn finish_hash(
     temp: &Path,
     running: Option<(Sha256, u64)>,
     copied_any: bool,
     sources: &[Source],
 ) -> Result<Assembled, AssembleError> {
+    let expected: u64 = sources.iter().map(|s| s.size).sum();
+    let len = std::fs::metadata(temp)?.len();
+    if len != expected {
+        return Err(io::Error::other(format!(
+            "{} holds {len} bytes, not the {expected} received: it was truncated or removed while the parts arrived",
+            temp.display()
+        ))
+        .into());
+    }
     // What was hashed as the parts arrived is still what the file holds unless a part was
     // copied in just now; then the file is hashed from the start.
     let (hasher, hashed) = match running {
         Some(running) if !copied_any => running,
         _ => (Sha256::new(), 0),
     };
+    if hashed > 0 && !holds_what_was_hashed(temp, &hasher, hashed)? {
+        // Kept aside, so that a retry does not take the damaged file for the clip.
+        let damaged = temp.with_extension("damaged");
+        std::fs::rename(temp, &damaged)?;
+        return Err(io::Error::other(format!(
+            "{} no longer holds the bytes received (it was removed or truncated while the parts arrived); kept as {}",
+            temp.display(),
+            damaged.display()
+        ))
+        .into());
+    }
     let (sha256, size) = hash_file_from(temp, hasher, hashed)?;
-    let expected: u64 = sources.iter().map(|s| s.size).sum();
     if size != expected {
         return Err(io::Error::other(format!(
             "{} holds {size} bytes, not {expected}",
@@ -465,17 +589,35 @@ fn finish_hash(
     Ok(Assembled { sha256, size })
 }
 
+/// Whether the first `hashed` bytes of `temp` are still those `hasher` saw. Trusted as they
+/// are unless the file has a hole among them (bytes written are never a hole where files
+/// are stored; a file removed or cut short, then extended by later parts, is): then they
+/// are read back and compared.
+fn holds_what_was_hashed(temp: &Path, hasher: &Sha256, hashed: u64) -> io::Result<bool> {
+    let file = std::fs::File::open(temp)?;
+    // A file system that cannot tell answers its end: no hole.
+    let first_hole = rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(0)).unwrap_or(0);
+    if first_hole >= hashed {
+        return Ok(true);
+    }
+    let mut again = Sha256::new();
+    hash_range(&file, &mut again, 0, hashed)?;
+    Ok(again.finalize() == hasher.clone().finalize())
+}
+
 /// Links the joined file `temp` into place without ever replacing a file.
 fn link_into_place(
     temp: &Path,
     final_path: &Path,
     assembled: &Assembled,
+    dirs: &SyncedDirs,
+    media: &Path,
 ) -> Result<(), AssembleError> {
     let Assembled { sha256, size } = assembled;
     let dir = final_path
         .parent()
         .ok_or_else(|| io::Error::other("asset path has no folder"))?;
-    std::fs::create_dir_all(dir)?;
+    dirs.ensure(media, dir)?;
     match std::fs::hard_link(temp, final_path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -549,24 +691,47 @@ where
     Ok(Some(chunk))
 }
 
+/// Reads the rest of a body whose part is not wanted (its asset was sealed), so the device
+/// hears 200 as for any late part (c2c-api.md §4), and reports [`PartError::Sealed`].
+async fn drain_sealed<T, S, E>(
+    mut body: S,
+    idle: Duration,
+    mut received: u64,
+    expected: u64,
+) -> Result<T, PartError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    while next_chunk(&mut body, idle, &mut received, expected)
+        .await?
+        .is_some()
+    {}
+    Err(PartError::Sealed)
+}
+
 /// Writes `chunks` back to back from `offset` (`pwritev`, on the blocking pool), feeding
 /// them to `hasher` if there is one; returns the vector, emptied, for reuse, and the hasher.
 /// `write` is held until the bytes are in the file, even if the caller is gone by then.
+/// Nothing is written once the asset's gate is sealed ([`PartError::Sealed`]).
 async fn write_chunks_at(
     file: &Arc<std::fs::File>,
     mut chunks: Vec<Bytes>,
     offset: u64,
     mut hasher: Option<Sha256>,
     write: &Arc<InPlaceWrite>,
-) -> io::Result<(Vec<Bytes>, Option<Sha256>)> {
+    claim: &Arc<RegionClaim>,
+) -> Result<(Vec<Bytes>, Option<Sha256>), PartError> {
     let file = file.clone();
     let write = write.clone();
+    // Held until the bytes are in: the region stays this upload's while they land.
+    let claim = claim.clone();
     tokio::task::spawn_blocking(move || {
         let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         write.landing(offset, total);
-        let written = write_all_at(&file, &chunks, offset);
+        let written = claim.gate.land(|| write_all_at(&file, &chunks, offset));
         write.landed();
-        written?;
+        written.map_err(|Sealed| PartError::Sealed)??;
         // Hashed once written, while the disk takes them.
         if let Some(hasher) = &mut hasher {
             for chunk in &chunks {
@@ -744,6 +909,165 @@ impl Drop for InPlaceWrite {
         // as it went.
         let mut state = self.entry.state.lock().unwrap_or_else(|e| e.into_inner());
         self.unregister(&mut state);
+    }
+}
+
+/// Folders this process has made durable: created if missing and their entry fsynced in
+/// their parent, once each. A file fsynced in a folder whose own entry is not durable can
+/// vanish with it in a crash, so nothing is acknowledged before its folder chain is synced;
+/// a caller finding a folder another is creating waits for that one's fsync rather than
+/// going on without it.
+#[derive(Default)]
+struct SyncedDirs {
+    done: std::sync::Mutex<HashMap<PathBuf, Arc<std::sync::Mutex<bool>>>>,
+    /// The parents fsynced, in order (what the tests can see of it).
+    #[cfg(test)]
+    synced: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl SyncedDirs {
+    /// Makes `dir`, below `root` (which exists), and each folder between them durable
+    /// (blocking).
+    fn ensure(&self, root: &Path, dir: &Path) -> io::Result<()> {
+        let below = dir.strip_prefix(root).map_err(|_| {
+            io::Error::other(format!("{} is outside {}", dir.display(), root.display()))
+        })?;
+        let mut path = root.to_owned();
+        for component in below.components() {
+            let parent = path.clone();
+            path.push(component);
+            let once = self
+                .done
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(path.clone())
+                .or_default()
+                .clone();
+            let mut done = once.lock().unwrap_or_else(|e| e.into_inner());
+            if *done {
+                continue;
+            }
+            match std::fs::create_dir(&path) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                // Found already there (made by an earlier run, which may have crashed before
+                // its fsync): synced all the same.
+                _ => {}
+            }
+            std::fs::File::open(&parent)?.sync_all()?;
+            #[cfg(test)]
+            self.synced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(parent);
+            *done = true;
+        }
+        Ok(())
+    }
+
+    /// `dir` was removed: a folder of that name made later is synced again.
+    fn forget(&self, dir: &Path) {
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(dir);
+    }
+}
+
+/// The gates of the assets being uploaded to this process: an asset's gate is open while
+/// its parts arrive and sealed, for good, when assembly starts. A write of the asset's file
+/// enters it for each batch of bytes ([`Gate::land`]); sealing waits for those inside to
+/// leave, and turns away every later one. So once assembly reads and links the file, no byte
+/// of it changes, whatever a stalled or misbehaving upload does afterwards: it cannot be a
+/// matter of timing, as a lock taken and checked in several places would be.
+#[derive(Default)]
+struct Gates(std::sync::Mutex<HashMap<String, Arc<Gate>>>);
+
+impl Gates {
+    fn gate(&self, asset_id: &str) -> Arc<Gate> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(asset_id.to_owned()).or_default().clone()
+    }
+
+    fn forget(&self, asset_id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(asset_id);
+    }
+}
+
+#[derive(Default)]
+struct Gate {
+    state: std::sync::Mutex<GateState>,
+    /// Signalled when the last write inside leaves (sealing waits for it).
+    empty: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    sealed: bool,
+    /// Writes between entering and leaving.
+    inside: usize,
+    /// Regions of the file held by one upload each ([`RegionClaim`]): id → (offset, length).
+    claims: HashMap<u64, (u64, u64)>,
+    next_claim: u64,
+}
+
+/// A region of an asset's file that one upload alone may write, from
+/// [`LocalStore::claim_region`]; released when the last handle goes.
+pub struct RegionClaim {
+    gate: Arc<Gate>,
+    id: u64,
+    offset: u64,
+}
+
+impl Drop for RegionClaim {
+    fn drop(&mut self) {
+        let mut state = self.gate.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.claims.remove(&self.id);
+    }
+}
+
+/// The gate was sealed: the write did not happen.
+#[derive(Debug)]
+struct Sealed;
+
+impl Gate {
+    fn is_sealed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).sealed
+    }
+
+    /// Runs `write` unless the gate is sealed; sealing waits until it has returned.
+    fn land<T>(&self, write: impl FnOnce() -> T) -> Result<T, Sealed> {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.sealed {
+                return Err(Sealed);
+            }
+            state.inside += 1;
+        }
+        // Leaves on the way out, even by a panic: a seal must never wait for ever.
+        struct Leave<'a>(&'a Gate);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.inside -= 1;
+                if state.inside == 0 {
+                    self.0.empty.notify_all();
+                }
+            }
+        }
+        let _leave = Leave(self);
+        Ok(write())
+    }
+
+    /// Closes the gate for good and waits for the writes inside to leave (blocking).
+    fn seal(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.sealed = true;
+        while state.inside > 0 {
+            state = self.empty.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -1243,17 +1567,156 @@ mod tests {
         ];
         let hashes = RunningHashes::default();
         let write = Arc::new(hashes.begin_write("a", 2, 7).0);
-        let (left, hasher) = write_chunks_at(&file, chunks, 2, Some(Sha256::new()), &write)
+        let claim = Arc::new(RegionClaim {
+            gate: Arc::new(Gate::default()),
+            id: 0,
+            offset: 2,
+        });
+        let (left, hasher) = write_chunks_at(&file, chunks, 2, Some(Sha256::new()), &write, &claim)
             .await
             .unwrap();
         assert!(left.is_empty());
         let hashed = hex(&hasher.expect("given back").finalize());
         assert_eq!(hashed, sha256_hex(&[b"abcdefg"]), "the chunks, in order");
-        let (left, _) = write_chunks_at(&file, vec![Bytes::new()], 9, None, &write)
+        let (left, _) = write_chunks_at(&file, vec![Bytes::new()], 9, None, &write, &claim)
             .await
             .unwrap();
         assert!(left.is_empty());
         assert!(!write.finish());
         assert_eq!(std::fs::read(&path).unwrap(), b"\0\0abcdefg");
+    }
+
+    #[test]
+    fn sealing_waits_for_the_write_inside_and_turns_away_every_later_one() {
+        let gate = Arc::new(Gate::default());
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let inside = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                gate.land(|| {
+                    entered_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    "landed"
+                })
+            })
+        };
+        entered_rx.recv().unwrap();
+        let sealer = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.seal())
+        };
+        // The seal is taken at once (the write inside is still there)...
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !gate.is_sealed() {
+            assert!(std::time::Instant::now() < deadline, "never sealed");
+            std::thread::yield_now();
+        }
+        assert!(gate.land(|| ()).is_err(), "a later write is turned away");
+        assert!(!sealer.is_finished(), "sealing waits for the write inside");
+        go_tx.send(()).unwrap();
+        assert_eq!(inside.join().unwrap().unwrap(), "landed");
+        sealer.join().unwrap();
+        assert!(gate.land(|| ()).is_err(), "sealed for good");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_asks_about_each_files_asset_as_it_reaches_it() {
+        let data = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(data.path(), UrlSigner::new(b"k".to_vec())).unwrap();
+        for id in ["done", "live", "born-during-the-sweep"] {
+            std::fs::create_dir_all(store.uploads.join(id)).unwrap();
+            std::fs::write(store.uploads.join(id).join("00001-x.part"), b"p").unwrap();
+            std::fs::write(store.asset_file(id), b"a").unwrap();
+        }
+        std::fs::write(store.media.join(".rushes-tmp").join("done.damaged"), b"d").unwrap();
+        // What the database says at the moment each file is reached: an asset created
+        // after the sweep began is unfinished, like any other.
+        let asked = std::sync::Mutex::new(Vec::new());
+        let removed = store
+            .sweep_uploads(|id| {
+                asked.lock().unwrap().push(id.clone());
+                async move { Ok(id == "done") }
+            })
+            .await
+            .unwrap();
+        assert_eq!(removed, 3);
+        assert_eq!(asked.lock().unwrap().len(), 7, "asked once per file");
+        for id in ["live", "born-during-the-sweep"] {
+            assert!(store.uploads.join(id).join("00001-x.part").exists(), "{id}");
+            assert!(store.asset_file(id).exists(), "{id}");
+        }
+        assert!(!store.uploads.join("done").exists());
+        assert!(!store.asset_file("done").exists());
+        assert!(
+            !store
+                .media
+                .join(".rushes-tmp")
+                .join("done.damaged")
+                .exists()
+        );
+    }
+
+    #[test]
+    fn each_new_folder_is_synced_in_its_parent_once_and_callers_wait_for_it() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let dirs = Arc::new(SyncedDirs::default());
+        let deep = root.join("2026_12_08/VIDEO/cam");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (dirs, root, deep) = (dirs.clone(), root.to_owned(), deep.clone());
+                std::thread::spawn(move || {
+                    dirs.ensure(&root, &deep).unwrap();
+                    // Whoever returns finds every folder there and its parent synced.
+                    let synced = dirs.synced.lock().unwrap().clone();
+                    assert!(deep.is_dir());
+                    synced
+                })
+            })
+            .collect();
+        let chain = vec![
+            root.to_owned(),
+            root.join("2026_12_08"),
+            root.join("2026_12_08/VIDEO"),
+        ];
+        for thread in threads {
+            assert_eq!(
+                thread.join().unwrap(),
+                chain,
+                "each parent synced once, before any return"
+            );
+        }
+        dirs.ensure(root, &root.join("2026_12_08/VIDEO/other"))
+            .unwrap();
+        let mut expected = chain.clone();
+        expected.push(
+            root.join("2026_12_08/VIDEO/cam")
+                .parent()
+                .unwrap()
+                .to_owned(),
+        );
+        assert_eq!(
+            *dirs.synced.lock().unwrap(),
+            expected,
+            "only the new folder's parent"
+        );
+        assert!(dirs.ensure(root, Path::new("/elsewhere")).is_err());
+    }
+
+    #[test]
+    fn a_region_is_held_by_one_upload_until_it_lets_go() {
+        let data = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(data.path(), UrlSigner::new(b"k".to_vec())).unwrap();
+        let first = store.claim_region("a", 0, 3000).expect("free");
+        assert!(store.claim_region("a", 2999, 10).is_none(), "overlaps");
+        let beside = store.claim_region("a", 3000, 3000).expect("beside it");
+        assert!(store.claim_region("b", 0, 3000).is_some(), "another asset");
+        let held = first.clone();
+        drop(first);
+        assert!(store.claim_region("a", 0, 3000).is_none(), "still held");
+        drop(held);
+        assert!(store.claim_region("a", 0, 3000).is_some(), "let go");
+        drop(beside);
     }
 }

@@ -81,13 +81,21 @@ pub async fn put_part(
         drain(body, size, idle).await;
         return Ok(ok());
     }
-    // A planned part goes straight to its place in the asset's file, unless it arrived
-    // before: a copy sent again must not overwrite acknowledged bytes in place (a crash
-    // mid-write would tear them), so it is kept apart until assembly.
-    let offset = match asset.plan() {
-        Some(plan) if !state.db.part_received(&asset_id, number).await? => {
-            Some(u64::from(number.saturating_sub(1)) * plan.part_size)
-        }
+    // A planned part goes straight to its place in the asset's file, unless another upload
+    // of it is writing there (one writer per region) or it arrived before: a copy sent
+    // again must not overwrite acknowledged bytes in place (a crash mid-write would tear
+    // them), so it is kept apart until assembly. Claimed first, then checked, so a copy
+    // recorded by the region's previous holder is always seen; the claim is held until
+    // this copy is recorded.
+    let claim = asset.plan().and_then(|plan| {
+        local.claim_region(
+            &asset_id,
+            u64::from(number.saturating_sub(1)) * plan.part_size,
+            size,
+        )
+    });
+    let claim = match claim {
+        Some(claim) if !state.db.part_received(&asset_id, number).await? => Some(claim),
         _ => None,
     };
     let stored_as = match local
@@ -97,11 +105,14 @@ pub async fn put_part(
             size,
             body.into_data_stream(),
             idle,
-            offset,
+            claim.clone(),
         )
         .await
     {
         Ok(name) => name,
+        // The asset began assembling while this part came in: like any late part, its
+        // bytes are dropped (read to the end) and the device told yes (c2c-api.md §4).
+        Err(PartError::Sealed) => return Ok(ok()),
         Err(PartError::WrongLength { expected, received }) => {
             return Err(wrong_length(expected, received));
         }
@@ -126,6 +137,9 @@ pub async fn put_part(
         Err(PartError::Io(e)) => return Err(e.into()),
     };
     let record = finalise::record_part(&state, &asset_id, number, size, &stored_as).await;
+    // Recorded (or not): the region may go to the next upload of the part, which will see
+    // this one received.
+    drop(claim);
     match record {
         Ok(PartRecord::Recorded { superseded, .. }) => {
             if let Some(old) = superseded {
