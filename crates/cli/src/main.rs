@@ -4,6 +4,7 @@
 mod admin;
 mod device;
 mod media_check;
+mod s3_args;
 mod serve;
 
 use std::path::PathBuf;

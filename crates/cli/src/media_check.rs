@@ -2,13 +2,12 @@
 //! size and SHA-256 (the server's `scrub` module does the reading), showing progress on a
 //! terminal or one JSON line per clip, and failing when any clip is damaged, truncated or
 //! missing. Kept apart from the other admin commands because it alone needs the media
-//! store, and so the S3 flags `serve` takes.
+//! store, and so the S3 flags `serve` takes (`s3_args`).
 
 use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rushes_server::config::S3Config;
 use rushes_server::scrub::{Pace, parse_since};
 use serde_json::json;
 
@@ -33,63 +32,7 @@ pub struct CheckArgs {
     #[arg(long, requires = "media", value_name = "DATE")]
     since: Option<String>,
     #[command(flatten)]
-    s3: S3Args,
-}
-
-/// Where the server keeps its media when it is an S3 bucket: the same flags and
-/// environment as `rushes serve`.
-#[derive(Args)]
-pub struct S3Args {
-    /// The S3-compatible store the server keeps media in (as for `serve`). Credentials:
-    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
-    #[arg(
-        long,
-        env = "RUSHES_S3_ENDPOINT",
-        requires = "s3_bucket",
-        value_name = "URL"
-    )]
-    s3_endpoint: Option<String>,
-    /// The bucket.
-    #[arg(
-        long,
-        env = "RUSHES_S3_BUCKET",
-        requires = "s3_endpoint",
-        value_name = "NAME"
-    )]
-    s3_bucket: Option<String>,
-    /// The store's region.
-    #[arg(
-        long,
-        env = "RUSHES_S3_REGION",
-        default_value = "us-east-1",
-        value_name = "REGION"
-    )]
-    s3_region: String,
-    /// Address the bucket as `bucket.endpoint`.
-    #[arg(long)]
-    s3_virtual_host: bool,
-}
-
-impl S3Args {
-    fn config(&self) -> anyhow::Result<Option<S3Config>> {
-        let (Some(endpoint), Some(bucket)) = (&self.s3_endpoint, &self.s3_bucket) else {
-            return Ok(None);
-        };
-        let credential = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| anyhow::anyhow!("--s3-endpoint needs {name} in the environment"))
-        };
-        Ok(Some(S3Config {
-            endpoint: endpoint.clone(),
-            bucket: bucket.clone(),
-            region: self.s3_region.clone(),
-            path_style: !self.s3_virtual_host,
-            access_key: credential("AWS_ACCESS_KEY_ID")?,
-            secret_key: credential("AWS_SECRET_ACCESS_KEY")?,
-        }))
-    }
+    s3: crate::s3_args::S3Args,
 }
 
 impl CheckArgs {

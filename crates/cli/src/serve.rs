@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use rushes_server::config::S3Config;
 use rushes_server::{Application, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -51,34 +50,8 @@ pub struct ServeArgs {
     /// Most parts per asset (lower it for stores capped below 10,000, e.g. 1000).
     #[arg(long, visible_alias = "s3-max-parts", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_parts: u32,
-    /// Keep media in this S3-compatible store instead of the data directory; devices then
-    /// upload straight to it. Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
-    #[arg(
-        long,
-        env = "RUSHES_S3_ENDPOINT",
-        requires = "s3_bucket",
-        value_name = "URL"
-    )]
-    s3_endpoint: Option<String>,
-    /// The bucket (it must exist).
-    #[arg(
-        long,
-        env = "RUSHES_S3_BUCKET",
-        requires = "s3_endpoint",
-        value_name = "NAME"
-    )]
-    s3_bucket: Option<String>,
-    /// The store's region (`auto` for stores without regions).
-    #[arg(
-        long,
-        env = "RUSHES_S3_REGION",
-        default_value = "us-east-1",
-        value_name = "REGION"
-    )]
-    s3_region: String,
-    /// Address the bucket as `bucket.endpoint` instead of `endpoint/bucket`.
-    #[arg(long)]
-    s3_virtual_host: bool,
+    #[command(flatten)]
+    s3: crate::s3_args::S3Args,
     /// Abort an S3 upload that received no part for this many seconds, freeing its parts.
     #[arg(long, default_value_t = 7 * 24 * 3600, value_name = "SECS")]
     s3_abandon_after: u64,
@@ -163,22 +136,7 @@ pub async fn run(target: crate::admin::Target, args: ServeArgs) -> anyhow::Resul
     config.capture = args.capture;
     config.traffic_rows = usize::try_from(args.traffic_rows).unwrap_or(1000);
     config.socket_idle_timeout = Duration::from_secs(args.socket_idle_timeout.max(1));
-    if let (Some(endpoint), Some(bucket)) = (args.s3_endpoint, args.s3_bucket) {
-        let credential = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| anyhow::anyhow!("--s3-endpoint needs {name} in the environment"))
-        };
-        config.s3 = Some(S3Config {
-            endpoint,
-            bucket,
-            region: args.s3_region,
-            path_style: !args.s3_virtual_host,
-            access_key: credential("AWS_ACCESS_KEY_ID")?,
-            secret_key: credential("AWS_SECRET_ACCESS_KEY")?,
-        });
-    }
+    config.s3 = args.s3.config()?;
     config.scrub_every = match args.scrub_every_secs {
         Some(secs) => Duration::from_secs(secs),
         None => Duration::from_secs(args.scrub_every.saturating_mul(24 * 3600)),
