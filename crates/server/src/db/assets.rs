@@ -465,13 +465,6 @@ impl Db {
             .await
     }
 
-    /// Ids of assets that still need their parts (or are joining them).
-    pub async fn unfinished_asset_ids(&self) -> DbResult<Vec<String>> {
-        sqlx::query_scalar("SELECT id FROM assets WHERE state IN ('uploading', 'assembling')")
-            .fetch_all(self.pool())
-            .await
-    }
-
     /// Marks an assembled asset complete, moving it to `path` if its reserved one turned out
     /// to be taken on disk.
     pub async fn complete_asset(
