@@ -89,6 +89,28 @@ async fn recording_on(app: &TestServer, token: &str, channel: i64) -> String {
     body["id"].as_str().expect("id").to_owned()
 }
 
+/// Channel 1 is paused and the device is not: `/v2/devices/me` says so, a clip on channel
+/// 1 is refused with `409 Channel Paused`, and a clip on channel 0 (bytes from `seed`)
+/// uploads whole meanwhile.
+async fn assert_only_channel_1_paused(app: &TestServer, token: &str, seed: u64) {
+    let listing = me(app, token).await;
+    assert_eq!(listing["status"], "online", "{listing}");
+    assert_eq!(listed(&listing, 1)["status"], "paused", "{listing}");
+    assert_eq!(listed(&listing, 0)["status"], "online", "{listing}");
+    let res = app
+        .create_asset_raw(
+            token,
+            json!({"name": "b.mp4", "filesize": 10, "filetype": "video/mp4", "channel": 1}),
+        )
+        .await;
+    let (status, title, _) = detailed_error(res).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(title, "Channel Paused");
+    let asset = app.create_asset(token, "a.mp4", 4096).await;
+    app.upload(&asset, &test_bytes(4096, seed)).await;
+    app.wait_complete(token, &asset.id).await;
+}
+
 fn notes(app: &TestServer, asset_id: &str) -> Vec<Value> {
     app.cli_json(&["asset", "comments", asset_id])
         .as_array()
@@ -355,24 +377,7 @@ async fn a_paused_channel_is_refused_while_another_channel_uploads() {
         "the page offers no resume for channel 1: {page}"
     );
 
-    let listing = me(&app, token).await;
-    assert_eq!(listing["status"], "online", "{listing}");
-    assert_eq!(listed(&listing, 1)["status"], "paused", "{listing}");
-    assert_eq!(listed(&listing, 0)["status"], "online", "{listing}");
-
-    // Channel 1 is refused; channel 0 uploads a whole clip meanwhile.
-    let res = app
-        .create_asset_raw(
-            token,
-            json!({"name": "b.mp4", "filesize": 10, "filetype": "video/mp4", "channel": 1}),
-        )
-        .await;
-    let (status, title, _) = detailed_error(res).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(title, "Channel Paused");
-    let asset = app.create_asset(token, "a.mp4", 4096).await;
-    app.upload(&asset, &test_bytes(4096, 1)).await;
-    app.wait_complete(token, &asset.id).await;
+    assert_only_channel_1_paused(&app, token, 1).await;
 
     // A missing CSRF token changes nothing.
     let res = web
@@ -726,21 +731,7 @@ async fn the_cli_pauses_and_resumes_one_channel() {
 
     let out = app.cli(&["device", "pause", "cam-cli-ch", "--channel", "1"]);
     assert!(out.contains("channel 1"), "{out}");
-    let listing = me(&app, token).await;
-    assert_eq!(listed(&listing, 1)["status"], "paused", "{listing}");
-    assert_eq!(listed(&listing, 0)["status"], "online", "{listing}");
-    let res = app
-        .create_asset_raw(
-            token,
-            json!({"name": "b.mp4", "filesize": 10, "filetype": "video/mp4", "channel": 1}),
-        )
-        .await;
-    let (status, title, _) = detailed_error(res).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(title, "Channel Paused");
-    // Channel 0 is not paused.
-    let asset = app.create_asset(token, "a.mp4", 4096).await;
-    app.upload(&asset, &test_bytes(4096, 2)).await;
+    assert_only_channel_1_paused(&app, token, 2).await;
 
     // Out of range: refused by the command line, nothing changes.
     let refused = app.cli_raw(&["device", "pause", "cam-cli-ch", "--channel", "-1"]);
