@@ -40,20 +40,25 @@ const RETRIES: u32 = 12;
 /// Records a received part and, if it was the last, starts finalising: one step that runs
 /// to the end even when the request that brought the part is dropped halfway (its client
 /// went away). Otherwise the asset could be claimed for assembly, the commit done, and
-/// nobody left to assemble it until the next restart.
-pub async fn record_part(
+/// nobody left to assemble it until the next restart. `held` (the upload's claim on the
+/// part's region of the file) is kept until the record is committed or has failed, for
+/// the same reason.
+pub async fn record_part<H: Send + 'static>(
     state: &AppState,
     asset_id: &str,
     number: u32,
     size: u64,
     stored_as: &str,
+    held: H,
 ) -> DbResult<PartRecord> {
     let (state, asset_id, stored_as) = (state.clone(), asset_id.to_owned(), stored_as.to_owned());
     run_to_end(async move {
         let record = state
             .db
             .record_part(&asset_id, number, size, &stored_as)
-            .await?;
+            .await;
+        drop(held);
+        let record = record?;
         if let PartRecord::Recorded { ready: true, .. } = record {
             spawn(state, asset_id);
         }

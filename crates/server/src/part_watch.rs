@@ -125,7 +125,7 @@ pub async fn check(state: &AppState, s3: &S3Store, asset_id: &str) -> anyhow::Re
         if seen {
             continue;
         }
-        match finalise::record_part(state, asset_id, part.number, part.size, &etag).await? {
+        match finalise::record_part(state, asset_id, part.number, part.size, &etag, ()).await? {
             PartRecord::Recorded { ready, .. } => {
                 progressed = true;
                 if ready {

@@ -944,7 +944,10 @@ impl SyncedDirs {
                 .or_default()
                 .clone();
             let mut done = once.lock().unwrap_or_else(|e| e.into_inner());
-            if *done {
+            // Made and synced by this process, and still there: an operator may have
+            // removed or moved a folder (a day's, a device's) since, and then it is made
+            // and synced again rather than every later clip of it failing to link.
+            if *done && path.is_dir() {
                 continue;
             }
             match std::fs::create_dir(&path) {
@@ -1654,6 +1657,27 @@ mod tests {
                 .join(".rushes-tmp")
                 .join("done.damaged")
                 .exists()
+        );
+    }
+
+    #[test]
+    fn a_folder_removed_while_the_server_runs_is_made_and_synced_again() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let dirs = SyncedDirs::default();
+        let deep = root.join("2026_12_08/VIDEO/cam");
+        dirs.ensure(root, &deep).unwrap();
+        std::fs::remove_dir_all(root.join("2026_12_08")).unwrap();
+        dirs.ensure(root, &deep).unwrap();
+        assert!(deep.is_dir());
+        let synced = dirs.synced.lock().unwrap().clone();
+        assert_eq!(
+            synced
+                .iter()
+                .filter(|p| *p == &root.join("2026_12_08"))
+                .count(),
+            2,
+            "the new day folder was synced in its parent again: {synced:?}"
         );
     }
 

@@ -136,10 +136,9 @@ pub async fn put_part(
         }
         Err(PartError::Io(e)) => return Err(e.into()),
     };
-    let record = finalise::record_part(&state, &asset_id, number, size, &stored_as).await;
-    // Recorded (or not): the region may go to the next upload of the part, which will see
-    // this one received.
-    drop(claim);
+    // The region is let go once the part is recorded (or not), even if the device hangs up
+    // meanwhile: the next upload of the part then sees this one received.
+    let record = finalise::record_part(&state, &asset_id, number, size, &stored_as, claim).await;
     match record {
         Ok(PartRecord::Recorded { superseded, .. }) => {
             if let Some(old) = superseded {
