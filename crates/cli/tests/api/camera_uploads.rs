@@ -5,7 +5,7 @@
 //! the suite uses (local, or S3 with `RUSHES_TEST_MEDIA=s3`).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use rushes_proto::asset::Asset;
@@ -323,19 +323,18 @@ async fn s3_a_superseded_upload_is_aborted_once_its_urls_expire() {
     put_parts(&app, &old.upload_urls, &data, &[2]).await;
     app.upload(&new, &data).await;
     app.wait_complete(token, &new.id).await;
-    let deadline = Instant::now() + NOTICE;
-    while !app
-        .log()
-        .lines()
-        .any(|l| l.contains("aborted the upload of a superseded asset") && l.contains(&old.id))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the superseded upload was never aborted; log: {}",
-            app.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually("the superseded upload aborted", NOTICE, || {
+        let log = app.log();
+        let aborted = log
+            .lines()
+            .any(|l| l.contains("aborted the upload of a superseded asset") && l.contains(&old.id));
+        if aborted {
+            Ok(())
+        } else {
+            Err(format!("log: {log}"))
+        }
+    })
+    .await;
     // Aborting the old upload of the same key leaves the clip alone.
     assert_complete_with(&app, &new.id, &data);
     assert_check_passes(&app);
@@ -365,15 +364,15 @@ async fn an_identical_clip_sent_again_is_listed_once_and_stored_once() {
     assert_eq!(listed.len(), 1, "listed once: {listed:?}");
     assert_eq!(listed[0]["id"], first.id.as_str());
     // No second file (on S3 the duplicate's object is deleted just after it is recorded).
-    let deadline = Instant::now() + NOTICE;
-    while files_beside(&app, &original) != ["C0001.MP4"] {
-        assert!(
-            Instant::now() < deadline,
-            "a second file: {:?}",
-            files_beside(&app, &original)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("one file in the folder", NOTICE, || {
+        let files = files_beside(&app, &original);
+        if files == ["C0001.MP4"] {
+            Ok(())
+        } else {
+            Err(format!("{files:?}"))
+        }
+    })
+    .await;
     if !suite_uses_s3() {
         assert_eq!(local_leftovers(&app, &again.id), Vec::<PathBuf>::new());
     }

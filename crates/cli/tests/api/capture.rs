@@ -4,7 +4,7 @@
 //! secret a device sends ever reaches the data directory, the database or the log.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use rushes_proto::auth::GRANT_DEVICE_CODE;
@@ -14,22 +14,24 @@ use crate::helpers::*;
 
 /// `rushes device traffic --json ARGS`, polled until `done` holds: records are written off
 /// the request's path, so they land shortly after the answer.
-fn traffic_until(app: &TestServer, args: &[&str], done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+async fn traffic_until(
+    app: &TestServer,
+    args: &[&str],
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let mut full = vec!["device", "traffic"];
     full.extend_from_slice(args);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let what = format!("device traffic {args:?} showing what was expected");
+    eventually(&what, Duration::from_secs(20), || {
         let rows = app.cli_json(&full);
         let rows = rows.as_array().expect("a JSON array").clone();
         if done(&rows) {
-            return rows;
+            Ok(rows)
+        } else {
+            Err(format!("{rows:#?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "device traffic {args:?} never showed what was expected: {rows:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .await
 }
 
 /// The name the server gave the device with `client_id`.
@@ -51,9 +53,9 @@ fn find<'a>(rows: &'a [Value], method: &str, path: &str) -> Option<&'a Value> {
 }
 
 /// Every record in the capture files, polled until `done` holds.
-fn capture_lines_until(app: &TestServer, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+async fn capture_lines_until(app: &TestServer, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let what = "the capture files showing what was expected";
+    eventually(what, Duration::from_secs(20), || {
         let mut lines = Vec::new();
         if let Ok(entries) = std::fs::read_dir(app.data.join("captures")) {
             for entry in entries {
@@ -70,14 +72,12 @@ fn capture_lines_until(app: &TestServer, done: impl Fn(&[Value]) -> bool) -> Vec
             }
         }
         if done(&lines) {
-            return lines;
+            Ok(lines)
+        } else {
+            Err(format!("{lines:#?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the capture files never showed what was expected: {lines:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -119,7 +119,7 @@ async fn failures_and_unknown_routes_are_recorded_with_device_status_and_detail(
         .unwrap();
     assert_eq!(elsewhere.status(), StatusCode::NOT_FOUND);
 
-    let rows = traffic_until(&app, &[], |rows| rows.len() >= 3);
+    let rows = traffic_until(&app, &[], |rows| rows.len() >= 3).await;
     let unknown = find(&rows, "POST", "/v2/devices/frobnicate").expect("the unknown route");
     assert_eq!(unknown["status"], 404);
     assert_eq!(unknown["known_route"], false);
@@ -182,7 +182,8 @@ async fn failures_and_unknown_routes_are_recorded_with_device_status_and_detail(
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     let rows = traffic_until(&app, &[], |rows| {
         rows.iter().any(|r| r["path"] == "/upload/some-asset/1")
-    });
+    })
+    .await;
     let rejected = rows
         .iter()
         .find(|r| r["path"] == "/upload/some-asset/1")
@@ -221,7 +222,8 @@ async fn the_database_keeps_only_the_newest_failures() {
     }
     let rows = traffic_until(&app, &[], |rows| {
         find(rows, "GET", "/v2/missing-11").is_some()
-    });
+    })
+    .await;
     let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
     assert_eq!(
         paths,
@@ -275,7 +277,8 @@ async fn an_anonymous_flood_is_recorded_a_bounded_number_of_times_and_pushes_out
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     let rows = traffic_until(&app, &[], |rows| {
         find(rows, "GET", "/v2/devices/after-the-flood").is_some()
-    });
+    })
+    .await;
     let scans = rows
         .iter()
         .filter(|r| r["path"].as_str().unwrap().starts_with("/v2/scan-"))
@@ -316,7 +319,8 @@ async fn capture_records_every_request_with_part_lengths_and_hashes() {
 
     let lines = capture_lines_until(&app, |lines| {
         lines.iter().any(|l| l["path"] == "/v2/devices/what")
-    });
+    })
+    .await;
     let code = find(&lines, "POST", "/v2/auth/device/code").expect("the code request");
     assert_eq!(code["status"], 200);
     let poll = find(&lines, "POST", "/v2/auth/token").expect("the poll");
@@ -345,9 +349,10 @@ async fn capture_records_every_request_with_part_lengths_and_hashes() {
     // failures only (the database's and the files' copy of one request shown once).
     let all = traffic_until(&app, &[], |rows| {
         find(rows, "POST", "/v2/devices/assets").is_some()
-    });
+    })
+    .await;
     assert!(find(&all, "POST", "/v2/auth/device/code").is_some());
-    let errors = traffic_until(&app, &["--errors"], |rows| !rows.is_empty());
+    let errors = traffic_until(&app, &["--errors"], |rows| !rows.is_empty()).await;
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(errors[0]["path"], "/v2/devices/what");
     assert_eq!(
@@ -573,10 +578,12 @@ async fn no_secret_reaches_the_data_directory_the_database_or_the_log() {
     // Everything recorded: the last request is in the file and in the database.
     let lines = capture_lines_until(&app, |lines| {
         lines.iter().any(|l| l["path"] == "/v2/the-end")
-    });
+    })
+    .await;
     let rows = traffic_until(&app, &["--errors"], |rows| {
         find(rows, "GET", "/v2/the-end").is_some()
-    });
+    })
+    .await;
     // The records are there, redacted rather than missing.
     let token_poll = lines
         .iter()
@@ -678,7 +685,7 @@ async fn the_setup_page_shows_recent_device_errors_to_administrators_only() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    traffic_until(&app, &[], |rows| !rows.is_empty());
+    traffic_until(&app, &[], |rows| !rows.is_empty()).await;
     // A record whose text is markup (a device chooses what it sends): shown, not run.
     app.sql(
         "INSERT INTO device_traffic (id, at, device_id, remote_addr, method, path, query, \

@@ -1111,3 +1111,25 @@ pub async fn http11_connection(
     )
     .await
 }
+
+/// Polls `probe` every 50 ms until it gives `Ok`, for `within` at most, then panics with
+/// `what` and the last `Err` it gave (what was seen instead): for what the server does off
+/// the request's path (records written, uploads aborted, clips scrubbed), never a fixed
+/// sleep.
+pub async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "{what} (not within {within:?}): {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

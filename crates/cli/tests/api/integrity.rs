@@ -2,7 +2,7 @@
 //! paths that could change a clip's bytes after its SHA-256 is recorded, or record a hash
 //! the file does not hold, tried from outside.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use rushes_proto::asset::Asset;
@@ -41,11 +41,14 @@ async fn put_ok(app: &TestServer, url: &str, bytes: &[u8]) {
 
 /// Polls `done` until it holds, for 30 s at most.
 async fn wait_until(what: &str, app: &TestServer, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}; log: {}", app.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(what, Duration::from_secs(30), || {
+        if done() {
+            Ok(())
+        } else {
+            Err(format!("log: {}", app.log()))
+        }
+    })
+    .await
 }
 
 /// The measured case: a part PUT stalls mid-body, the camera's retry of the part and the

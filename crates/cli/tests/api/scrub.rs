@@ -201,19 +201,15 @@ pub async fn wait_entry(
     what: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
+    eventually(what, within, || {
         let entry = app.asset_entry(asset_id);
         if pred(&entry) {
-            return entry;
+            Ok(entry)
+        } else {
+            Err(format!("{entry}; log: {}", app.log()))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {within:?}: {entry}; log: {}",
-            app.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
